@@ -1,0 +1,25 @@
+"""Shared test configuration.
+
+Hypothesis profiles: ``ci`` (default; derandomized so a failure reproduces from the same checkout,
+no per-example deadline because CI machines are shared and noisy) and ``thorough`` for local deep runs
+(``HYPOTHESIS_PROFILE=thorough pytest``).
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=1000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -1,0 +1,46 @@
+"""rfa: robust federated aggregation through a secure average oracle.
+
+Pillutla, Kakade, Harchaoui, "Robust Aggregation for Federated Learning" (IEEE TSP 2022): the secure
+average oracle, smoothed Weiszfeld (Algorithm 2), one-step RFA (Algorithm 3), the s-privacy audit
+(Definition 1, Proposition 3), baselines, and the federated loop (``rfa.fl``). Torch tensors in and out.
+
+Public names are resolved lazily (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "SecureAverageOracle": "rfa.oracle",
+    "IdealOracle": "rfa.oracle",
+    "SecAggOracle": "rfa.oracle",
+    "ModularOracle": "rfa.oracle",
+    "OracleCall": "rfa.oracle",
+    "smoothed_weiszfeld": "rfa.weiszfeld",
+    "one_step_rfa": "rfa.weiszfeld",
+    "geometric_median": "rfa.weiszfeld",
+    "WeiszfeldResult": "rfa.weiszfeld",
+    "PrivacyAuditor": "rfa.privacy",
+    "proposition3_bound": "rfa.privacy",
+    "aggregators": "rfa.aggregators",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rfa' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = mod if module.endswith("." + name) else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

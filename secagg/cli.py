@@ -1,0 +1,44 @@
+"""``secagg`` command line: one subcommand per module under :mod:`secagg.commands`.
+
+Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS = ("simulate", "cost", "trace")
+
+
+def build_parser(prog: str, package: str, commands: Sequence[str], description: str) -> argparse.ArgumentParser:
+    """An argparse parser with one subcommand per ``{package}.{name}`` module in ``commands``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in commands:
+        try:
+            mod = importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as exc:  # a command not built yet in this checkout
+            if exc.name != f"{package}.{name}":
+                raise
+            continue
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    args = parser.parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser("secagg", "secagg.commands", COMMANDS, "Secure aggregation (Bonawitz et al. CCS'17, SecAgg+): simulate, cost, trace.")
+    return run_cli(parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

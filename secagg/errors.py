@@ -1,0 +1,70 @@
+"""Typed exceptions of the secure aggregation layer.
+
+Every failure a user (or a test) can provoke surfaces as a subclass of :class:`SecAggError`; no bare
+``ValueError``/``KeyError``/``struct.error`` escapes from parsing or protocol code.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SecAggError",
+    "InvalidInput",
+    "MalformedMessage",
+    "DecryptionFailed",
+    "SignatureInvalid",
+    "ProtocolViolation",
+    "InconsistentView",
+    "ProtocolAborted",
+    "OverflowRisk",
+]
+
+
+class SecAggError(Exception):
+    """Base class of every error raised by :mod:`secagg`."""
+
+
+class InvalidInput(SecAggError, ValueError):
+    """A caller passed bad data: wrong shape, NaN/Inf, values outside [0, M), bad parameters."""
+
+
+class MalformedMessage(SecAggError):
+    """Bytes that do not parse as the expected message (truncated, trailing data, bad tag, ...)."""
+
+
+class DecryptionFailed(SecAggError):
+    """AES-GCM authentication failed, or the decrypted (u, v, session) header does not match."""
+
+
+class SignatureInvalid(SecAggError):
+    """An Ed25519 signature (active variant) did not verify."""
+
+
+class ProtocolViolation(SecAggError):
+    """A party deviated from the protocol (e.g. the server asked for both shares of one peer,
+    duplicated public keys, a message from an unexpected round or sender)."""
+
+
+class InconsistentView(ProtocolViolation):
+    """Active variant: the server told different clients different survivor sets (round 3)."""
+
+
+class ProtocolAborted(SecAggError):
+    """The protocol stopped before releasing any output.
+
+    Attributes:
+        round: name of the round in which it stopped (``"advertise-keys"``, ``"share-keys"``,
+            ``"masked-input"``, ``"consistency-check"``, ``"unmasking"``).
+        reason: human-readable cause.
+        party: id of the client that aborted, or ``None`` if the server did.
+    """
+
+    def __init__(self, round: str, reason: str, party: int | None = None) -> None:
+        self.round = round
+        self.reason = reason
+        self.party = party
+        who = "server" if party is None else f"client {party}"
+        super().__init__(f"protocol aborted in round {round!r} by {who}: {reason}")
+
+
+class OverflowRisk(SecAggError, ValueError):
+    """The chosen modulus cannot hold the sum of the clients' discretized inputs without wrapping."""
