@@ -1,0 +1,413 @@
+"""The client (user) side of Bonawitz et al. (CCS 2017), Figure 4, rounds 0-4; SecAgg+ neighbourhoods.
+
+A :class:`Client` is a state machine with one method per round, named after the paper's rounds. Each
+method takes the server's previous broadcast as *bytes* and returns the client's upload as *bytes*; a
+client never does I/O and never sees another party's secrets. Any deviation it detects raises a typed
+:class:`~secagg.errors.SecAggError`; the client is then *aborted* (every later call raises too), which
+the transport treats like a dropout.
+
+Notation: ``u`` this client, ``N(u)`` its neighbours in the graph (all others on the complete graph),
+``t`` the threshold.
+
+* :meth:`Client.advertise_keys` (round 0): two X25519 key pairs ``(c_pk, c_sk)`` (share channel) and
+  ``(s_pk, s_sk)`` (mask seeds); uploads both public keys, signed with the client's Ed25519 key in the
+  active variant (emulated PKI: the verification keys of all clients are known to everyone).
+* :meth:`Client.share_keys` (round 1): receives the key list ``U1 ∩ (N(u) ∪ {u})``; checks it holds
+  its own keys unchanged, at least ``t`` entries, only neighbours, pairwise distinct keys and (active)
+  valid signatures. Draws the self-mask seed ``b_u`` and makes ``t``-of-``|H(u)|`` Shamir shares of
+  ``s_sk_u`` and of ``b_u`` for the *holders* ``H(u) = U1 ∩ (N(u) ∪ {u})``.
+
+  **Self share.** As in the paper (shares go to all of U1, the user included), ``u`` keeps the share
+  evaluated at its own id: it never travels, and ``u`` reveals it in round 4 as one of the ``t``
+  shares of ``b_u`` (never of ``s_sk_u``: a live client is never asked for its own key). On SecAgg+ this
+  is Bell et al.'s self-edge: ``k + 1`` holders per client, ``t`` counted over them.
+
+  For every other holder ``v`` it encrypts ``u || v || session || share(s_sk_u)_v || share(b_u)_v``
+  with AES-256-GCM under the send key of :func:`channel_keys` (64 bytes of
+  ``HKDF(KA(c_sk_u, c_pk_v); session, "share-channel", min(u,v), max(u,v))``: one half per direction),
+  the header also bound as associated data. The receive key for ``v -> u`` comes from the same
+  agreement and is kept for round 4 (the paper re-derives it from ``c_sk_u``; same secret).
+* :meth:`Client.masked_input_collection` (round 2): the ciphertexts routed to it define its view of
+  ``U2`` (``V2(u)`` = senders plus itself; abort if ``< t``). Computes
+  ``y_u = x_u + PRG(b_u) + sum_{v in V2(u), v != u} sigma_{u,v} PRG(s_{u,v})  (mod M)`` with
+  ``s_{u,v} = HKDF(KA(s_sk_u, s_pk_v); session, "pairwise-mask", min(u,v), max(u,v))`` and
+  ``sigma_{u,v} = +1 if u > v else -1``, so ``p_{u,v} + p_{v,u} = 0``; uploads ``y_u`` packed.
+* :meth:`Client.consistency_check` (round 3, active only): signs ``(session, U3)``.
+* :meth:`Client.unmasking` (round 4): verifies (active) every signature of ``U4`` over its own ``U3``
+  (:class:`~secagg.errors.InconsistentView` otherwise), checks the server's request (survivors and
+  dropped partition exactly its ``V2(u)``; no peer in both; itself a survivor; active: survivors are
+  exactly the signed ``U3``), decrypts every ciphertext checking the ``(u, v, session)`` header, and
+  sends ``b`` shares of survivors and ``s_sk`` shares of dropped peers, **never both for one peer**.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from secagg import keys, prg, ring, shamir
+from secagg.drbg import Drbg
+from secagg.errors import (
+    DecryptionFailed,
+    InconsistentView,
+    MalformedMessage,
+    ProtocolAborted,
+    ProtocolViolation,
+    SecAggError,
+    SignatureInvalid,
+)
+from secagg.messages import (
+    AdvertiseKeys,
+    Ciphertexts,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyList,
+    MaskedInput,
+    Message,
+    SharePlaintext,
+    ShareKeys,
+    UnmaskingRequest,
+    UnmaskingResponse,
+    advertise_payload,
+    consistency_payload,
+    share_aad,
+)
+
+__all__ = ["Client", "PURPOSE_CHANNEL", "PURPOSE_PAIRWISE_SEED", "VARIANTS", "pairwise_seed", "channel_keys", "mask_sign"]
+
+VARIANTS = ("honest-but-curious", "active")
+PURPOSE_CHANNEL = "share-channel"
+PURPOSE_PAIRWISE_SEED = "pairwise-mask"
+
+def pairwise_seed(agreement: keys.AgreementKey, peer_public: bytes, *, session: bytes, u: int, v: int) -> bytes:
+    """``s_{u,v} = HKDF(KA(sk, pk_peer); session, "pairwise-mask", min(u,v), max(u,v))`` (32 bytes)."""
+    shared = agreement.agree(peer_public)
+    return keys.derive_key(shared, session=session, purpose=PURPOSE_PAIRWISE_SEED, u=min(u, v), v=max(u, v))
+
+
+def channel_keys(agreement: keys.AgreementKey, peer_public: bytes, *, session: bytes, me: int, peer: int) -> tuple[bytes, bytes]:
+    """``(send key me -> peer, receive key peer -> me)`` of the share channel.
+
+    ``HKDF(KA(c_sk_me, c_pk_peer); session, "share-channel", min, max)`` expanded to 64 bytes: the first
+    32 bytes key the direction ``min -> max``, the last 32 the direction ``max -> min``. Both ends get
+    the same pair from one X25519 agreement and one HKDF call.
+    """
+    okm = keys.derive_key(
+        agreement.agree(peer_public), session=session, purpose=PURPOSE_CHANNEL, u=min(me, peer), v=max(me, peer), length=64
+    )
+    lo, hi = okm[:32], okm[32:]
+    return (lo, hi) if me < peer else (hi, lo)
+
+
+def mask_sign(u: int, v: int) -> int:
+    """Sign with which client ``u`` adds the pairwise mask shared with ``v``: +1 if ``u > v`` else -1."""
+    return 1 if u > v else -1
+
+
+class Client:
+    """One user of the protocol; see the module docstring for what each round does.
+
+    Args:
+        id: the client id (its position in the inputs).
+        x: its input, a ``dtype_for(M)`` vector of length ``dim`` with elements in ``[0, M)``.
+        modulus: M.  threshold: t.  graph: a :class:`secagg.graph.Graph` (public).
+        variant: ``"honest-but-curious"`` or ``"active"``.
+        session: 16-byte session id.  drbg: this client's private randomness.
+        pki: ``client id -> Ed25519 verification key`` (active variant; public).
+        signing_key: this client's Ed25519 key registered in ``pki`` (active variant).
+
+    Attributes:
+        aborted: the error that made this client abort, or None.
+        released: ``peer -> share types revealed for it`` (``"b"``, ``"s_sk"``); never both.
+        views: the sets this client saw (``"U1"``, ``"U2"``, ``"U3"``, ``"U4"``), restricted to its
+            neighbourhood except ``U3``/``U4`` in the active variant.
+    """
+
+    def __init__(
+        self,
+        id: int,
+        x: np.ndarray,
+        *,
+        modulus: int,
+        threshold: int,
+        graph,  # noqa: ANN001 - secagg.graph.Graph
+        variant: str,
+        session: bytes,
+        drbg: Drbg,
+        pki: Mapping[int, bytes] | None = None,
+        signing_key: keys.SigningKey | None = None,
+    ) -> None:
+        self.id = int(id)
+        self.modulus = int(modulus)
+        self.threshold = int(threshold)
+        self.graph = graph
+        self.variant = variant
+        self.active = variant == "active"
+        self.session = bytes(session)
+        self.dim = int(x.shape[0])
+        self._x = x
+        self._drbg = drbg
+        self._pki = dict(pki or {})
+        self._signing_key = signing_key
+        self._neighbourhood = frozenset(graph.neighbours(self.id)) | {self.id}
+        self._expect = "advertise_keys"
+        self.aborted: SecAggError | None = None
+        self.released: dict[int, set[str]] = {}
+        self.views: dict[str, frozenset[int]] = {}
+        self._c: keys.AgreementKey | None = None
+        self._s: keys.AgreementKey | None = None
+        self._peers: dict[int, tuple[bytes, bytes]] = {}
+        self._ciphertexts: dict[int, bytes] = {}
+        self._own_shares: tuple[bytes, bytes] | None = None
+        self._u3: tuple[int, ...] | None = None
+        self._b: bytes | None = None
+        self._recv_keys: dict[int, bytes] = {}
+        if self.active and (signing_key is None or self._pki.get(self.id) != signing_key.public_bytes):
+            raise ProtocolViolation("active variant: the client's signing key must be registered in the PKI")
+
+    # ------------------------------------------------------------------------------------------
+    # plumbing
+    # ------------------------------------------------------------------------------------------
+    def _enter(self, method: str) -> None:
+        if self.aborted is not None:
+            raise ProtocolViolation(f"client {self.id} has aborted ({self.aborted}); no further messages")
+        if self._expect != method:
+            raise ProtocolViolation(f"client {self.id}: {method} called while expecting {self._expect}")
+
+    def _fail(self, exc: SecAggError) -> SecAggError:
+        self.aborted = exc
+        self._expect = "nothing (aborted)"
+        # forget secrets: an aborted client reveals nothing more
+        self._ciphertexts.clear()
+        self._recv_keys.clear()
+        self._own_shares = None
+        return exc
+
+    def _check_header(self, msg: Message, round: str) -> None:
+        if msg.session != self.session:
+            raise ProtocolViolation(f"message from session {msg.session.hex()} (replay?), expected {self.session.hex()}")
+        if msg.round != round:
+            raise ProtocolViolation(f"{msg.KIND} tagged for round {msg.round!r}, expected {round!r}")
+        if msg.party != self.id:
+            raise ProtocolViolation(f"{msg.KIND} addressed to client {msg.party}, not {self.id}")
+
+    def _run(self, method: str, step, *args):  # noqa: ANN001, ANN202
+        self._enter(method)
+        try:
+            out = step(*args)
+        except SecAggError as exc:
+            self._fail(exc)
+            raise
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # round 0: AdvertiseKeys
+    # ------------------------------------------------------------------------------------------
+    def advertise_keys(self) -> bytes:
+        """Round 0: generate ``(c_pk, c_sk)``, ``(s_pk, s_sk)``; upload the public keys (signed if active)."""
+        return self._run("advertise_keys", self._advertise_keys)
+
+    def _advertise_keys(self) -> bytes:
+        self._c = keys.AgreementKey.generate(self._drbg.child(b"c-key"))
+        self._s = keys.AgreementKey.generate(self._drbg.child(b"s-key"))
+        c_pk, s_pk = self._c.public_bytes, self._s.public_bytes
+        sig = None
+        if self.active:
+            assert self._signing_key is not None
+            sig = self._signing_key.sign(advertise_payload(self.session, self.id, c_pk, s_pk))
+        self._expect = "share_keys"
+        return AdvertiseKeys("advertise-keys", self.session, self.id, c_pk, s_pk, sig).to_bytes()
+
+    # ------------------------------------------------------------------------------------------
+    # round 1: ShareKeys
+    # ------------------------------------------------------------------------------------------
+    def share_keys(self, data: bytes) -> bytes:
+        """Round 1: check the key list, share ``s_sk_u`` and ``b_u``, upload the encrypted shares."""
+        return self._run("share_keys", self._share_keys, data)
+
+    def _share_keys(self, data: bytes) -> bytes:
+        msg = KeyList.from_bytes(data)
+        self._check_header(msg, "advertise-keys")
+        if msg.signed != self.active:
+            raise ProtocolViolation("key list signatures do not match the variant")
+        ids = [e.id for e in msg.entries]
+        outside = [i for i in ids if i not in self._neighbourhood]
+        if outside:
+            raise ProtocolViolation(f"key list contains non-neighbours {outside[:5]}")
+        mine = [e for e in msg.entries if e.id == self.id]
+        assert self._c is not None and self._s is not None
+        if not mine or mine[0].c_pk != self._c.public_bytes or mine[0].s_pk != self._s.public_bytes:
+            raise ProtocolViolation("the key list does not hold this client's own public keys unchanged")
+        if len(ids) < self.threshold:
+            raise ProtocolAborted("share-keys", f"|U1| = {len(ids)} < t = {self.threshold}", party=self.id)
+        all_keys = [k for e in msg.entries for k in (e.c_pk, e.s_pk)]
+        if len(set(all_keys)) != len(all_keys):
+            raise ProtocolViolation("advertised public keys are not pairwise distinct")
+        if self.active:
+            for e in msg.entries:
+                pk = self._pki.get(e.id)
+                if pk is None:
+                    raise ProtocolViolation(f"client {e.id} is not registered in the PKI")
+                assert e.signature is not None
+                keys.verify_signature(pk, e.signature, advertise_payload(self.session, e.id, e.c_pk, e.s_pk))
+        self._peers = {e.id: (e.c_pk, e.s_pk) for e in msg.entries if e.id != self.id}
+        holders = sorted(ids)
+        self.views["U1"] = frozenset(holders)
+        b = self._drbg.child(b"self-mask-seed").bytes(32)
+        self._b = b
+        key_shares = shamir.split(self._s.private_bytes, self.threshold, holders, self._drbg.child(b"shamir-s_sk"))
+        b_shares = shamir.split(b, self.threshold, holders, self._drbg.child(b"shamir-b"))
+        self._own_shares = (key_shares[self.id], b_shares[self.id])
+        nonces = self._drbg.child(b"nonces")
+        out = []
+        self._recv_keys = {}
+        for v in holders:
+            if v == self.id:
+                continue
+            send, recv = channel_keys(self._c, self._peers[v][0], session=self.session, me=self.id, peer=v)
+            self._recv_keys[v] = recv
+            pt = SharePlaintext(self.id, v, self.session, key_shares[v], b_shares[v]).to_bytes()
+            out.append((v, keys.seal(send, pt, aad=share_aad(self.id, v, self.session), nonce=nonces.bytes(keys.NONCE_SIZE))))
+        self._expect = "masked_input_collection"
+        return ShareKeys("share-keys", self.session, self.id, tuple(out)).to_bytes()
+
+    # ------------------------------------------------------------------------------------------
+    # round 2: MaskedInputCollection
+    # ------------------------------------------------------------------------------------------
+    def masked_input_collection(self, data: bytes) -> bytes:
+        """Round 2: from the routed ciphertexts (= U2), compute and upload ``y_u``."""
+        return self._run("masked_input_collection", self._masked_input_collection, data)
+
+    def _masked_input_collection(self, data: bytes) -> bytes:
+        msg = Ciphertexts.from_bytes(data)
+        self._check_header(msg, "share-keys")
+        senders = [v for v, _ in msg.ciphertexts]
+        bad = [v for v in senders if v not in self._peers]
+        if bad:
+            raise ProtocolViolation(f"ciphertexts from clients outside this client's U1 view: {bad[:5]}")
+        u2 = frozenset(senders) | {self.id}
+        if len(u2) < self.threshold:
+            raise ProtocolAborted("masked-input", f"|U2| = {len(u2)} < t = {self.threshold}", party=self.id)
+        self._ciphertexts = dict(msg.ciphertexts)
+        self.views["U2"] = u2
+        assert self._s is not None
+        m = self.modulus
+        y = self._x.copy()
+        scratch = prg.new_scratch()
+        prg.add_mask(y, self._b, session=self.session, purpose=prg.PURPOSE_SELF, modulus=m, sign=1, scratch=scratch)
+        for v in senders:
+            seed = pairwise_seed(self._s, self._peers[v][1], session=self.session, u=self.id, v=v)
+            prg.add_mask(y, seed, session=self.session, purpose=prg.PURPOSE_PAIRWISE, modulus=m, sign=mask_sign(self.id, v), scratch=scratch)
+        self._x = None  # the input is no longer needed
+        self._b = None
+        payload = ring.pack(y, m)
+        self._expect = "consistency_check" if self.active else "unmasking"
+        return MaskedInput("masked-input", self.session, self.id, self.dim, ring.bit_width(m), payload).to_bytes()
+
+    # ------------------------------------------------------------------------------------------
+    # round 3: ConsistencyCheck (active variant)
+    # ------------------------------------------------------------------------------------------
+    def consistency_check(self, data: bytes) -> bytes:
+        """Round 3 (active only): sign ``(session, U3)``."""
+        if not self.active:
+            self._enter("consistency_check")  # raises: not expected in honest-but-curious
+        return self._run("consistency_check", self._consistency_check, data)
+
+    def _consistency_check(self, data: bytes) -> bytes:
+        msg = ConsistencyRequest.from_bytes(data)
+        self._check_header(msg, "masked-input")
+        u3 = msg.survivors
+        s3 = frozenset(u3)
+        if self.id not in s3:
+            raise ProtocolViolation("U3 sent to this client does not contain it")
+        if any(i >= self.graph.n for i in u3):
+            raise ProtocolViolation("U3 contains unknown client ids")
+        u2 = self.views["U2"]
+        stray = [v for v in u3 if v in self._neighbourhood and v not in u2]
+        if stray:
+            raise ProtocolViolation(f"U3 holds neighbours {stray[:5]} that never shared keys with this client")
+        if len(u3) < self.threshold:
+            raise ProtocolAborted("consistency-check", f"|U3| = {len(u3)} < t = {self.threshold}", party=self.id)
+        self._u3 = u3
+        self.views["U3"] = s3
+        assert self._signing_key is not None
+        sig = self._signing_key.sign(consistency_payload(self.session, u3))
+        self._expect = "unmasking"
+        return ConsistencySignature("consistency-check", self.session, self.id, sig).to_bytes()
+
+    # ------------------------------------------------------------------------------------------
+    # round 4: Unmasking
+    # ------------------------------------------------------------------------------------------
+    def unmasking(self, data: bytes) -> bytes:
+        """Round 4: check the request, decrypt the shares, reveal ``b_v`` (survivors) or ``s_sk_v`` (dropped)."""
+        return self._run("unmasking", self._unmasking, data)
+
+    def _unmasking(self, data: bytes) -> bytes:
+        msg = UnmaskingRequest.from_bytes(data)
+        self._check_header(msg, "consistency-check" if self.active else "masked-input")
+        u2 = self.views["U2"]
+        surv, drop = frozenset(msg.survivors), frozenset(msg.dropped)
+        both = surv & drop
+        if both:
+            raise ProtocolViolation(f"server asked for both the b and the s_sk share of clients {sorted(both)[:5]}")
+        already = [v for v in surv if "s_sk" in self.released.get(v, ())] + [v for v in drop if "b" in self.released.get(v, ())]
+        if already:
+            raise ProtocolViolation(f"server asks for the second share type of clients {sorted(already)[:5]}")
+        if self.id in drop or self.id not in surv:
+            raise ProtocolViolation("server declares this (live) client dropped")
+        if surv | drop != u2:
+            raise ProtocolViolation("unmasking request does not partition this client's view of U2")
+        if self.active:
+            assert self._u3 is not None
+            u3 = frozenset(self._u3)
+            sig_ids = [v for v, _ in msg.signatures]
+            if not set(sig_ids) <= u3:
+                raise InconsistentView("U4 (signers) is not a subset of the U3 this client signed")
+            if len(sig_ids) < self.threshold:
+                raise ProtocolAborted("unmasking", f"|U4| = {len(sig_ids)} < t = {self.threshold}", party=self.id)
+            payload = consistency_payload(self.session, self._u3)
+            for v, sig in msg.signatures:
+                pk = self._pki.get(v)
+                if pk is None:
+                    raise InconsistentView(f"signer {v} is not registered in the PKI")
+                try:
+                    keys.verify_signature(pk, sig, payload)
+                except SignatureInvalid:
+                    raise InconsistentView(f"client {v} signed a different U3 (or the signature is forged)") from None
+            declared_dead = sorted(drop & u3)
+            if declared_dead:
+                raise ProtocolViolation(f"server declares clients {declared_dead[:5]} dropped although they are in the signed U3")
+            if surv != u3 & u2:
+                raise InconsistentView("unmasking request disagrees with the signed U3")
+            self.views["U4"] = frozenset(sig_ids)
+        else:
+            self.views["U3"] = surv
+            self.views["U4"] = surv
+        if len(surv) < self.threshold:
+            raise ProtocolAborted("unmasking", f"|U3 ∩ (N(u) ∪ {{u}})| = {len(surv)} < t = {self.threshold}", party=self.id)
+        # decrypt everything addressed to us (Figure 4, round 4, user step 3)
+        assert self._c is not None and self._own_shares is not None
+        plain: dict[int, SharePlaintext] = {}
+        for v, sealed in sorted(self._ciphertexts.items()):
+            pt = keys.open_sealed(self._recv_keys[v], sealed, aad=share_aad(v, self.id, self.session))
+            try:
+                p = SharePlaintext.from_bytes(pt)
+            except MalformedMessage:
+                raise DecryptionFailed(f"share plaintext from client {v} is malformed") from None
+            if p.sender != v or p.receiver != self.id or p.session != self.session:
+                raise DecryptionFailed(f"share from client {v} carries header ({p.sender}, {p.receiver}) for another channel or session")
+            plain[v] = p
+        b_out, k_out = [], []
+        for v in sorted(surv):
+            b_out.append((v, self._own_shares[1] if v == self.id else plain[v].b_share))
+        for v in sorted(drop):
+            k_out.append((v, plain[v].key_share))
+        for v, _ in b_out:
+            self.released.setdefault(v, set()).add("b")
+        for v, _ in k_out:
+            self.released.setdefault(v, set()).add("s_sk")
+        self._expect = "done"
+        self._ciphertexts = {}
+        self._recv_keys = {}
+        return UnmaskingResponse("unmasking", self.session, self.id, tuple(b_out), tuple(k_out)).to_bytes()

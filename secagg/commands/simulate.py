@@ -1,0 +1,388 @@
+"""``secagg simulate``: run one secure aggregation session on random inputs and check the result.
+
+Inputs are uniform in Z_M (numpy generator seeded with ``--seed``; data only, never masks), the
+dropout schedule combines ``--dropout-rate`` (each client independently, with probability P, drops at
+a round drawn uniformly from the rounds the variant runs, before sending) with explicit ``--drop
+ID:ROUND`` entries (``ROUND`` a round name, optionally ``:after``). The protocol's randomness comes
+from the same seed through :class:`secagg.drbg.Drbg`.
+
+:func:`simulate` returns a plain dict (JSON-serialisable) and :func:`format_report` renders it; the
+exit code is 0 iff the protocol completed and its sum equals the plaintext sum over U3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+
+from secagg import ring
+from secagg.errors import InvalidInput, ProtocolAborted, SecAggError
+from secagg.messages import ROUNDS
+
+NAME = "simulate"
+HELP = "Run one emulated secure aggregation (Bonawitz et al. / SecAgg+) on random inputs and check the sum."
+
+__all__ = ["NAME", "HELP", "add_arguments", "run", "simulate", "format_report", "random_inputs", "sample_dropouts",
+           "simulate_real", "format_real_report", "parse_weights"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", "-n", type=int, default=10, help="number of clients n (default 10)")
+    parser.add_argument("--dim", "-d", type=int, default=1000, help="vector length d (default 1000)")
+    parser.add_argument("--modulus-bits", "-b", type=int, default=32, help="M = 2^B (default 32)")
+    parser.add_argument("--modulus", type=int, default=None, help="explicit modulus M (overrides --modulus-bits)")
+    parser.add_argument("--threshold", "-t", type=int, default=None, help="Shamir threshold t (default: safe default)")
+    parser.add_argument("--graph", choices=("complete", "secagg+"), default="complete")
+    parser.add_argument("--neighbours", "-k", type=int, default=None, help="SecAgg+ degree k (default: parameter finder)")
+    parser.add_argument("--variant", choices=("honest-but-curious", "active"), default="honest-but-curious")
+    parser.add_argument("--dropout-rate", "-p", type=float, default=0.0, help="probability that a client drops (random round)")
+    parser.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="ID:ROUND",
+        help=f"drop client ID from ROUND on (one of {', '.join(ROUNDS)}; append ':after' to drop after sending); repeatable",
+    )
+    parser.add_argument("--seed", "-s", type=int, default=0, help="seed of inputs, dropouts and protocol randomness (default 0)")
+    parser.add_argument("--real", action="store_true",
+                        help="real-valued Gaussian inputs: one secure weighted average (secagg.secure_average), "
+                             "checked against the plaintext weighted average over U3 within the stated bound")
+    parser.add_argument("--weights", default=None, metavar="W1,W2,...|random",
+                        help="client weights for --real (comma-separated, or 'random'; default all 1); implies --real")
+    parser.add_argument("--clip", type=float, default=None, help="per-coordinate clip c for --real (default: max |x|)")
+    parser.add_argument("--backend", choices=("protocol", "modular"), default="protocol",
+                        help="--real: run the protocol, or the bit-identical modular sum without cryptography")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def random_inputs(n: int, dim: int, modulus: int, seed: int) -> list[np.ndarray]:
+    """``n`` uniform vectors of Z_M^dim from a numpy generator seeded with ``seed`` (data only)."""
+    m = ring.check_modulus(modulus)
+    rng = np.random.default_rng([seed, 0x5EC466])
+    dt = ring.dtype_for(m)
+    if m <= 1 << 63:
+        return [rng.integers(0, m, dim, dtype=np.uint64).astype(dt) for _ in range(n)]
+    out = []
+    for _ in range(n):  # M in (2^63, 2^64]: rejection from 64 random bits
+        v = rng.integers(0, 1 << 64, dim, dtype=np.uint64, endpoint=False)
+        while m < 1 << 64 and (v >= np.uint64(m)).any():
+            bad = v >= np.uint64(m)
+            v[bad] = rng.integers(0, 1 << 64, int(bad.sum()), dtype=np.uint64, endpoint=False)
+        out.append(v.astype(dt))
+    return out
+
+
+def sample_dropouts(n: int, rate: float, variant: str, seed: int) -> dict[int, str]:
+    """Each client drops with probability ``rate`` at a uniformly chosen round of the variant."""
+    if not 0.0 <= rate <= 1.0:
+        raise InvalidInput(f"--dropout-rate must be in [0, 1], got {rate}")
+    from secagg.protocol import rounds_for
+
+    rounds = rounds_for(variant)
+    rng = np.random.default_rng([seed, 0xD209])
+    drops = rng.random(n) < rate
+    which = rng.integers(0, len(rounds), n)
+    return {u: rounds[int(which[u])] for u in range(n) if drops[u]}
+
+
+def _parse_drop(spec: str) -> tuple[int, str]:
+    ident, sep, rnd = spec.partition(":")
+    if not sep:
+        raise InvalidInput(f"--drop expects ID:ROUND, got {spec!r}")
+    try:
+        return int(ident), rnd
+    except ValueError:
+        raise InvalidInput(f"--drop expects an integer client id, got {ident!r}") from None
+
+
+def _plain_sum(inputs: list[np.ndarray], ids, modulus: int) -> np.ndarray:  # noqa: ANN001
+    acc = ring.zeros(inputs[0].shape[0], modulus)
+    for u in ids:
+        ring.add_into(acc, inputs[u], modulus)
+    return acc
+
+
+def simulate(
+    *,
+    clients: int = 10,
+    dim: int = 1000,
+    modulus: int | None = None,
+    modulus_bits: int = 32,
+    threshold: int | None = None,
+    graph: str = "complete",
+    neighbours: int | None = None,
+    variant: str = "honest-but-curious",
+    dropout_rate: float = 0.0,
+    drops: list[str] | tuple[str, ...] = (),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run one session and return a JSON-friendly report (``ok``, ``matches_plaintext``, ``aborted``,
+    ``sets``, ``timings``, ``bytes``, parameters). InvalidInput for bad parameters."""
+    from secagg.protocol import run_secure_aggregation
+
+    if modulus is None:
+        if isinstance(modulus_bits, bool) or not isinstance(modulus_bits, int) or not 1 <= modulus_bits <= 64:
+            raise InvalidInput(f"--modulus-bits must be in [1, 64], got {modulus_bits!r}")
+        modulus = 1 << modulus_bits
+    m = ring.check_modulus(modulus)
+    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 2:
+        raise InvalidInput(f"--clients must be an int >= 2, got {clients!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise InvalidInput(f"--dim must be an int >= 1, got {dim!r}")
+    schedule = sample_dropouts(clients, dropout_rate, variant, seed)
+    for spec in drops:
+        u, rnd = _parse_drop(spec)
+        schedule[u] = rnd
+    inputs = random_inputs(clients, dim, m, seed)
+    report: dict[str, Any] = {
+        "clients": clients,
+        "dim": dim,
+        "modulus": m,
+        "bit_width": ring.bit_width(m),
+        "graph": graph,
+        "variant": variant,
+        "seed": seed,
+        "dropouts": {str(u): r for u, r in sorted(schedule.items())},
+    }
+    try:
+        res = run_secure_aggregation(
+            inputs,
+            modulus=m,
+            threshold=threshold,
+            graph=graph,
+            variant=variant,
+            dropouts=schedule,
+            seed=seed,
+            neighbours=neighbours,
+        )
+    except ProtocolAborted as exc:
+        ledger = getattr(exc, "ledger", None)
+        report.update(
+            ok=False,
+            matches_plaintext=None,
+            aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
+            sets={k: sorted(v) for k, v in getattr(exc, "sets", {}).items()},
+            client_errors={str(u): f"{type(e).__name__}: {e}" for u, e in sorted(getattr(exc, "client_errors", {}).items())},
+            bytes={"total": ledger.total() if ledger is not None else 0, "by_round": ledger.by_round() if ledger is not None else {}},
+        )
+        return report
+    expected = _plain_sum(inputs, res.included, m)
+    match = bool(np.array_equal(res.sum, expected))
+    up = res.ledger.upload_per_client()
+    down = res.ledger.download_per_client()
+    report.update(
+        ok=match,
+        matches_plaintext=match,
+        aborted=None,
+        threshold=res.threshold,
+        neighbours=res.graph.k,
+        complete_graph=res.graph.is_complete,
+        session=res.session.hex(),
+        included=list(res.included),
+        sets={k: sorted(v) for k, v in res.sets.items()},
+        timings={r: dict(v) for r, v in res.timings.items()},
+        client_errors={str(u): f"{type(e).__name__}: {e}" for u, e in sorted(res.client_errors.items())},
+        bytes={
+            "total": res.ledger.total(),
+            "by_round": res.ledger.by_round(),
+            "mean_upload_per_client": (sum(up.values()) / len(up)) if up else 0.0,
+            "mean_download_per_client": (sum(down.values()) / len(down)) if down else 0.0,
+            "expansion_factor": res.ledger.expansion_factor(dim, ring.bit_width(m)),
+        },
+    )
+    return report
+
+
+def _fmt_set(ids: list[int], n: int) -> str:
+    missing = sorted(set(range(n)) - set(ids))
+    return f"{len(ids)}/{n}" + (f" (missing {missing})" if missing else "")
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """Human-readable rendering of :func:`simulate`'s report."""
+    n = rep["clients"]
+    lines = [
+        f"secure aggregation: n={n} d={rep['dim']} M={rep['modulus']} ({rep['bit_width']} bits) "
+        f"graph={rep['graph']} variant={rep['variant']} seed={rep['seed']}",
+    ]
+    if rep["dropouts"]:
+        lines.append("dropouts: " + ", ".join(f"{u}@{r}" for u, r in rep["dropouts"].items()))
+    if rep["aborted"] is not None:
+        a = rep["aborted"]
+        who = "server" if a["party"] is None else f"client {a['party']}"
+        lines.append(f"ABORTED in round {a['round']!r} by {who}: {a['reason']} (nothing released)")
+    else:
+        kind = "complete" if rep["complete_graph"] else f"Harary k={rep['neighbours']}"
+        lines.append(f"threshold t={rep['threshold']}, graph {kind}")
+        lines.append(f"result equals the plaintext sum over U3: {'YES' if rep['matches_plaintext'] else 'NO'}")
+    for k, ids in rep.get("sets", {}).items():
+        lines.append(f"  {k}: {_fmt_set(ids, n)}")
+    for u, e in rep.get("client_errors", {}).items():
+        lines.append(f"  client {u} aborted: {e}")
+    if rep.get("timings"):
+        lines.append(f"  {'round':<18} {'clients (s, sum)':>17} {'client max (s)':>15} {'server (s)':>11}")
+        for r, t in rep["timings"].items():
+            lines.append(f"  {r:<18} {t['clients']:>17.4f} {t['client_max']:>15.4f} {t['server']:>11.4f}")
+    b = rep.get("bytes", {})
+    if b:
+        lines.append(f"total bytes on the wire: {b['total']:,}")
+        if "mean_upload_per_client" in b:
+            lines.append(
+                f"  mean upload per client {b['mean_upload_per_client']:,.0f} B, mean download {b['mean_download_per_client']:,.0f} B, "
+                f"expansion factor {b['expansion_factor']:.3f}"
+            )
+    return "\n".join(lines + _ledger_lines(rep))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.real or args.weights is not None:
+        try:
+            rep = simulate_real(
+                clients=args.clients, dim=args.dim, modulus_bits=args.modulus_bits, threshold=args.threshold,
+                graph=args.graph, neighbours=args.neighbours, variant=args.variant, dropout_rate=args.dropout_rate,
+                drops=args.drop, seed=args.seed, weights=args.weights, clip=args.clip, backend=args.backend,
+            )
+        except SecAggError as exc:
+            print(f"error: {exc}")
+            return 2
+        print(json.dumps(rep, indent=2) if args.json else format_real_report(rep))
+        return 0 if rep["ok"] else 1
+    try:
+        rep = simulate(
+            clients=args.clients,
+            dim=args.dim,
+            modulus=args.modulus,
+            modulus_bits=args.modulus_bits,
+            threshold=args.threshold,
+            graph=args.graph,
+            neighbours=args.neighbours,
+            variant=args.variant,
+            dropout_rate=args.dropout_rate,
+            drops=args.drop,
+            seed=args.seed,
+        )
+    except SecAggError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(json.dumps(rep, indent=2) if args.json else format_report(rep))
+    return 0 if rep["ok"] else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# real-valued inputs (secure weighted average through secagg.secure_average) -- added by helper AVERAGE
+# --------------------------------------------------------------------------------------------------
+def parse_weights(spec: str | None, n: int, seed: int) -> np.ndarray | None:
+    """``--weights``: ``None`` (all 1), ``"random"`` (log-uniform in [1e-3, 1], seeded) or ``n`` comma-separated
+    positive numbers (InvalidInput otherwise)."""
+    if spec is None:
+        return None
+    if spec == "random":
+        rng = np.random.default_rng([seed, 0x3E16])
+        return 10.0 ** rng.uniform(-3.0, 0.0, n)
+    try:
+        w = np.array([float(v) for v in spec.split(",")])
+    except ValueError:
+        raise InvalidInput(f"--weights expects 'random' or {n} comma-separated numbers, got {spec!r}") from None
+    if w.shape != (n,):
+        raise InvalidInput(f"--weights has {w.shape[0]} values, expected {n}")
+    return w
+
+
+def simulate_real(
+    *,
+    clients: int = 10,
+    dim: int = 1000,
+    modulus_bits: int = 32,
+    threshold: int | None = None,
+    graph: str = "complete",
+    neighbours: int | None = None,
+    variant: str = "honest-but-curious",
+    dropout_rate: float = 0.0,
+    drops: list[str] | tuple[str, ...] = (),
+    seed: int = 0,
+    weights: str | None = None,
+    clip: float | None = None,
+    backend: str = "protocol",
+) -> dict[str, Any]:
+    """One secure weighted average of real Gaussian vectors (``secagg.secure_average``); the report says
+    whether the result is within the stated error bound of the plaintext weighted average over U3."""
+    from secagg.average import secure_average
+
+    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 2:
+        raise InvalidInput(f"--clients must be an int >= 2, got {clients!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise InvalidInput(f"--dim must be an int >= 1, got {dim!r}")
+    schedule = sample_dropouts(clients, dropout_rate, variant, seed)
+    for spec in drops:
+        u, rnd = _parse_drop(spec)
+        schedule[u] = rnd
+    rng = np.random.default_rng([seed, 0x4EA1])
+    x = rng.normal(size=(clients, dim))
+    w = parse_weights(weights, clients, seed)
+    report: dict[str, Any] = {
+        "mode": "real", "clients": clients, "dim": dim, "bits": modulus_bits, "graph": graph, "variant": variant,
+        "seed": seed, "backend": backend, "dropouts": {str(u): r for u, r in sorted(schedule.items())},
+        "weights": None if w is None else [float(v) for v in w],
+    }
+    try:
+        res = secure_average(x, w, seed=seed, clip=clip, bits=modulus_bits, threshold=threshold, graph=graph,
+                             variant=variant, dropouts=schedule, neighbours=neighbours, backend=backend)
+    except ProtocolAborted as exc:
+        ledger = getattr(exc, "ledger", None)
+        report.update(ok=False, within_bound=None, aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
+                      bytes={"total": ledger.total() if ledger is not None else 0,
+                             "by_round": ledger.by_round() if ledger is not None else {}})
+        return report
+    idx = list(res.included)
+    ww = np.ones(clients) if w is None else w
+    xc = np.clip(x, -res.clip, res.clip)
+    exact = (ww[idx, None] * xc[idx]).sum(0) / ww[idx].sum()
+    err = float(np.max(np.abs(res.average - exact)))
+    up = res.ledger.upload_per_client()
+    report.update(
+        ok=err <= res.error_bound, within_bound=err <= res.error_bound, aborted=None,
+        included=idx, max_abs_error=err, error_bound=res.error_bound, total_weight=res.total_weight,
+        modulus=res.modulus, scale=res.scale, clip=res.clip, clipped=res.clipped,
+        average_head=[float(v) for v in res.average[:5]],
+        bytes={"total": res.ledger.total(), "by_round": res.ledger.by_round(),
+               "mean_upload_per_client": (sum(up.values()) / len(up)) if up else 0.0,
+               "expansion_vs_float32": res.ledger.expansion_factor(dim, 32)},
+    )
+    return report
+
+
+def format_real_report(rep: dict[str, Any]) -> str:
+    """Human-readable rendering of :func:`simulate_real`'s report."""
+    n = rep["clients"]
+    lines = [f"secure weighted average of real vectors: n={n} d={rep['dim']} bits={rep['bits']} graph={rep['graph']} "
+             f"variant={rep['variant']} backend={rep['backend']} seed={rep['seed']}"]
+    if rep["dropouts"]:
+        lines.append("dropouts: " + ", ".join(f"{u}@{r}" for u, r in rep["dropouts"].items()))
+    if rep["aborted"] is not None:
+        a = rep["aborted"]
+        lines.append(f"ABORTED in round {a['round']!r}: {a['reason']} (nothing released)")
+    else:
+        lines.append(f"average over U3 = {_fmt_set(rep['included'], n)}; total weight {rep['total_weight']:.6g}")
+        lines.append(f"  M = 2^{rep['modulus'].bit_length() - 1}, scale s = {rep['scale']:.6g}, clip c = {rep['clip']:.4g}, "
+                     f"clipped coordinates: {rep['clipped']}")
+        lines.append(f"  max |average - plaintext weighted average| = {rep['max_abs_error']:.3e} <= stated bound "
+                     f"{rep['error_bound']:.3e}: {'YES' if rep['within_bound'] else 'NO'}")
+        lines.append(f"  first coordinates: {[round(v, 6) for v in rep['average_head']]}")
+    return "\n".join(lines + _ledger_lines(rep))
+
+
+def _ledger_lines(rep: dict[str, Any]) -> list[str]:
+    """The ledger summary table (bytes per round and direction) of a report."""
+    b = rep.get("bytes") or {}
+    by = b.get("by_round") or {}
+    if not by:
+        return []
+    out = ["ledger:", f"  {'round':<18}{'up bytes':>14}{'down bytes':>14}"]
+    for r in ROUNDS:
+        if r in by:
+            out.append(f"  {r:<18}{by[r]['up']:>14,}{by[r]['down']:>14,}")
+    out.append(f"  {'total':<18}{sum(v['up'] for v in by.values()):>14,}{sum(v['down'] for v in by.values()):>14,}")
+    return out

@@ -1,0 +1,359 @@
+"""The server side of Bonawitz et al. (CCS 2017), Figure 4, rounds 0-4; SecAgg+ neighbourhoods.
+
+The :class:`Server` is a state machine with one method per round, named after the paper's rounds.
+Each takes the round's uploads as an iterable of ``(client id, bytes)`` -- consumed lazily, one message
+at a time, as the transport delivers them -- and returns ``{client id: bytes}`` to send back (the
+last round returns the aggregate). It only ever holds public keys, ciphertexts it cannot read,
+signatures, one accumulator vector, and in round 4 the shares clients chose to reveal.
+
+Threshold checks (``ProtocolAborted(round, reason)``, nothing released): every round needs ``|U_r| >= t``
+messages; in addition, after rounds 2 and 3 the server checks that every secret it will have to
+reconstruct still has at least ``t`` live holders (``b_u`` for ``u in U3``; ``s_sk_v`` for dropped
+``v in U2 \\ U3`` that masked with a survivor), and after round 4 that it has received ``t`` shares
+of each. ``H(u)`` (holders of u's shares) = ``{u}`` plus the clients the server forwarded ``u``'s
+ciphertexts to.
+
+Messages a client sends that fail to parse or disagree with the server's state (wrong session,
+round, sender, recipients) are *rejected*: the client is treated as dropped and the error kept in
+:attr:`Server.rejected`; the protocol continues if the threshold still holds.
+
+Malicious servers for tests subclass :class:`Server` and override the message builders
+(:meth:`key_list_for`, :meth:`ciphertexts_for`, :meth:`consistency_request_for`,
+:meth:`unmasking_request_for`) or the round methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from secagg import keys, prg, ring, shamir
+from secagg.client import mask_sign, pairwise_seed
+from secagg.errors import InvalidInput, MalformedMessage, ProtocolAborted, ProtocolViolation, SecAggError
+from secagg.messages import (
+    AdvertiseKeys,
+    Ciphertexts,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyEntry,
+    KeyList,
+    MaskedInput,
+    Message,
+    ShareKeys,
+    UnmaskingRequest,
+    UnmaskingResponse,
+    consistency_payload,
+)
+
+__all__ = ["Server"]
+
+Uploads = Iterable[tuple[int, bytes]]
+
+
+class Server:
+    """The aggregation server (see module docstring).
+
+    Args:
+        n: number of clients (ids ``0..n-1``).  dim: vector length d.  modulus: M.  threshold: t.
+        graph: :class:`secagg.graph.Graph`.  variant: ``"honest-but-curious"`` or ``"active"``.
+        session: 16-byte session id.  pki: ``client id -> Ed25519 verification key`` (public).
+
+    Attributes:
+        sets: ``"U1"``..``"U5"`` as they become known.
+        rejected: ``client id -> error`` for uploads the server refused.
+        keys: ``client id -> (c_pk, s_pk, signature)`` advertised in round 0.
+    """
+
+    def __init__(
+        self,
+        *,
+        n: int,
+        dim: int,
+        modulus: int,
+        threshold: int,
+        graph,  # noqa: ANN001 - secagg.graph.Graph
+        variant: str,
+        session: bytes,
+        pki: Mapping[int, bytes] | None = None,
+    ) -> None:
+        self.n = int(n)
+        self.dim = int(dim)
+        self.modulus = int(modulus)
+        self.threshold = int(threshold)
+        self.graph = graph
+        self.variant = variant
+        self.active = variant == "active"
+        self.session = bytes(session)
+        self.pki = dict(pki or {})
+        self.sets: dict[str, frozenset[int]] = {}
+        self.rejected: dict[int, SecAggError] = {}
+        self.keys: dict[int, tuple[bytes, bytes, bytes | None]] = {}
+        self._entries: dict[int, KeyEntry] = {}
+        self._key_list_ids: dict[int, tuple[int, ...]] = {}  # u -> ids in the key list sent to u
+        self._routed: dict[int, dict[int, bytes]] = {}  # v -> {u: e_{u,v}}
+        self._holders: dict[int, frozenset[int]] = {}  # u -> H(u)
+        self._acc: np.ndarray | None = None
+        self._signatures: dict[int, bytes] = {}
+        self._requests: dict[int, UnmaskingRequest] = {}
+
+    # ------------------------------------------------------------------------------------------
+    # helpers
+    # ------------------------------------------------------------------------------------------
+    def _abort(self, round: str, reason: str) -> ProtocolAborted:
+        self._acc = None  # release nothing
+        return ProtocolAborted(round, reason)
+
+    def _accept(self, cls: type[Message], round: str, cid: int, data: bytes, allowed: frozenset[int] | set[int]) -> Message | None:
+        """Parse and check an upload; None (and record the rejection) if it is not acceptable."""
+        try:
+            msg = cls.from_bytes(data)
+            if msg.session != self.session:
+                raise ProtocolViolation("wrong session (replay?)")
+            if msg.round != round:
+                raise ProtocolViolation(f"tagged for round {msg.round!r}, expected {round!r}")
+            if msg.party != cid:
+                raise ProtocolViolation(f"claims sender {msg.party} on client {cid}'s channel")
+            if cid not in allowed:
+                raise ProtocolViolation(f"client {cid} is not expected in round {round!r}")
+            return msg
+        except SecAggError as exc:
+            self.rejected[cid] = exc
+            return None
+
+    def _need(self, round: str, have: int, what: str) -> None:
+        if have < self.threshold:
+            raise self._abort(round, f"{what}: {have} < t = {self.threshold}")
+
+    def _closed(self, u: int) -> frozenset[int]:
+        return frozenset(self.graph.neighbours(u)) | {u}
+
+    def _check_reconstructible(self, round: str, alive: frozenset[int]) -> None:
+        """Every secret the server will need has >= t live holders (else abort now, before asking)."""
+        u2, u3 = self.sets["U2"], self.sets["U3"]
+        for u in sorted(u3):
+            c = len(self._holders[u] & alive)
+            if c < self.threshold:
+                raise self._abort(round, f"self-mask seed of client {u} has {c} live holders < t = {self.threshold}")
+        for v in sorted(u2 - u3):
+            peers = (self._holders[v] - {v}) & u3
+            if not peers:
+                continue  # no survivor masked with v: nothing to cancel
+            c = len(self._holders[v] & alive)
+            if c < self.threshold:
+                raise self._abort(round, f"mask key of dropped client {v} has {c} live holders < t = {self.threshold}")
+
+    # ------------------------------------------------------------------------------------------
+    # round 0: AdvertiseKeys
+    # ------------------------------------------------------------------------------------------
+    def advertise_keys(self, uploads: Uploads) -> dict[int, bytes]:
+        """Collect the public keys (U1); send each client the keys of ``U1 ∩ (N(u) ∪ {u})``."""
+        everyone = set(range(self.n))
+        for cid, data in uploads:
+            msg = self._accept(AdvertiseKeys, "advertise-keys", cid, data, everyone - set(self.keys))
+            if msg is None:
+                continue
+            assert isinstance(msg, AdvertiseKeys)
+            if (msg.signature is not None) != self.active:
+                self.rejected[cid] = ProtocolViolation("signature presence does not match the variant")
+                continue
+            self.keys[cid] = (msg.c_pk, msg.s_pk, msg.signature)
+        u1 = frozenset(self.keys)
+        self.sets["U1"] = u1
+        self._need("advertise-keys", len(u1), "|U1|")
+        out = {}
+        for u in sorted(u1):
+            kl = self.key_list_for(u)
+            self._key_list_ids[u] = tuple(e.id for e in kl.entries)
+            out[u] = kl.to_bytes()
+        return out
+
+    def key_list_for(self, u: int) -> KeyList:
+        """The key list for client ``u`` (override to misbehave)."""
+        if len(self._entries) != len(self.keys):
+            self._entries = {v: KeyEntry(v, *k) for v, k in self.keys.items()}
+        u1 = self.sets["U1"]
+        if self.graph.is_complete:
+            ids = sorted(u1)
+        else:
+            ids = sorted(self._closed(u) & u1)
+        return KeyList("advertise-keys", self.session, u, tuple(self._entries[v] for v in ids), self.active)
+
+    # ------------------------------------------------------------------------------------------
+    # round 1: ShareKeys
+    # ------------------------------------------------------------------------------------------
+    def share_keys(self, uploads: Uploads) -> dict[int, bytes]:
+        """Route the encrypted shares (U2 = senders); send each ``v in U2`` the ciphertexts addressed to it."""
+        u1 = self.sets["U1"]
+        got: dict[int, tuple[tuple[int, bytes], ...]] = {}
+        for cid, data in uploads:
+            msg = self._accept(ShareKeys, "share-keys", cid, data, u1 - set(got))
+            if msg is None:
+                continue
+            assert isinstance(msg, ShareKeys)
+            expected = tuple(v for v in self._key_list_ids.get(cid, ()) if v != cid)
+            recipients = tuple(v for v, _ in msg.ciphertexts)
+            if recipients != expected:
+                self.rejected[cid] = ProtocolViolation("ciphertexts not addressed to exactly the sender's U1 neighbours")
+                continue
+            got[cid] = msg.ciphertexts
+        u2 = frozenset(got)
+        self.sets["U2"] = u2
+        self._need("share-keys", len(u2), "|U2|")
+        self._routed = {v: {} for v in u2}
+        for u, cts in got.items():
+            held = {u}
+            for v, ct in cts:
+                if v in u2:
+                    self._routed[v][u] = ct
+                    held.add(v)
+            self._holders[u] = frozenset(held)
+        return {v: self.ciphertexts_for(v).to_bytes() for v in sorted(u2)}
+
+    def ciphertexts_for(self, v: int) -> Ciphertexts:
+        """The ciphertexts routed to client ``v`` (override to misbehave)."""
+        return Ciphertexts("share-keys", self.session, v, tuple(sorted(self._routed[v].items())))
+
+    # ------------------------------------------------------------------------------------------
+    # round 2: MaskedInputCollection
+    # ------------------------------------------------------------------------------------------
+    def masked_input_collection(self, uploads: Uploads) -> dict[int, bytes]:
+        """Stream the masked inputs into one accumulator (U3); then ask for signatures or shares."""
+        u2 = self.sets["U2"]
+        m = self.modulus
+        acc = ring.zeros(self.dim, m)
+        seen: set[int] = set()
+        for cid, data in uploads:
+            msg = self._accept(MaskedInput, "masked-input", cid, data, u2 - seen)
+            if msg is None:
+                continue
+            assert isinstance(msg, MaskedInput)
+            try:
+                if msg.dim != self.dim:
+                    raise MalformedMessage(f"masked input of length {msg.dim}, expected {self.dim}")
+                y = msg.vector(m)
+            except SecAggError as exc:
+                self.rejected[cid] = exc
+                continue
+            ring.add_into(acc, y, m)
+            seen.add(cid)
+            del y, msg, data
+        u3 = frozenset(seen)
+        self.sets["U3"] = u3
+        self._acc = acc
+        self._need("masked-input", len(u3), "|U3|")
+        if self.active:
+            return {u: self.consistency_request_for(u).to_bytes() for u in sorted(u3)}
+        self.sets["U4"] = u3
+        self._check_reconstructible("masked-input", u3)
+        return self._send_requests("masked-input", u3)
+
+    def consistency_request_for(self, u: int) -> ConsistencyRequest:
+        """The U3 list sent to client ``u`` for signing (override to misbehave)."""
+        return ConsistencyRequest("masked-input", self.session, u, tuple(sorted(self.sets["U3"])))
+
+    def _send_requests(self, round: str, recipients: frozenset[int]) -> dict[int, bytes]:
+        out = {}
+        for u in sorted(recipients):
+            req = self.unmasking_request_for(u, round)
+            self._requests[u] = req
+            out[u] = req.to_bytes()
+        return out
+
+    def unmasking_request_for(self, u: int, round: str) -> UnmaskingRequest:
+        """What client ``u`` is asked to reveal (override to misbehave).
+
+        Survivors: ``V2(u) ∩ U3`` (b shares, u itself included); dropped: ``V2(u) \\ U3`` (s_sk shares),
+        where ``V2(u)`` = u plus the senders of the ciphertexts routed to u.
+        """
+        u3 = self.sets["U3"]
+        view = set(self._routed[u]) | {u}
+        sigs = tuple(sorted(self._signatures.items())) if self.active else ()
+        return UnmaskingRequest(round, self.session, u, tuple(sorted(view & u3)), tuple(sorted(view - u3)), sigs)
+
+    # ------------------------------------------------------------------------------------------
+    # round 3: ConsistencyCheck (active)
+    # ------------------------------------------------------------------------------------------
+    def consistency_check(self, uploads: Uploads) -> dict[int, bytes]:
+        """Collect signatures over U3 (U4); forward them all with each client's unmasking request."""
+        if not self.active:
+            raise InvalidInput("the consistency check round only exists in the active variant")
+        u3 = self.sets["U3"]
+        for cid, data in uploads:
+            msg = self._accept(ConsistencySignature, "consistency-check", cid, data, u3 - set(self._signatures))
+            if msg is None:
+                continue
+            assert isinstance(msg, ConsistencySignature)
+            try:
+                keys.verify_signature(self.pki.get(cid, b""), msg.signature, self._signed_u3_for(cid))
+            except SecAggError as exc:
+                self.rejected[cid] = exc
+                continue
+            self._signatures[cid] = msg.signature
+        u4 = frozenset(self._signatures)
+        self.sets["U4"] = u4
+        self._need("consistency-check", len(u4), "|U4|")
+        self._check_reconstructible("consistency-check", u4)
+        return self._send_requests("consistency-check", u4)
+
+    def _signed_u3_for(self, u: int) -> bytes:
+        return consistency_payload(self.session, self.consistency_request_for(u).survivors)
+
+    # ------------------------------------------------------------------------------------------
+    # round 4: Unmasking
+    # ------------------------------------------------------------------------------------------
+    def unmasking(self, uploads: Uploads) -> np.ndarray:
+        """Collect shares (U5); reconstruct ``b_u`` (u in U3) and ``s_sk_v`` (v dropped) from exactly t
+        shares each; remove self masks and the dropped clients' pairwise masks; return the sum over U3."""
+        asked = frozenset(self._requests)
+        b_sh: dict[int, dict[int, bytes]] = {}
+        k_sh: dict[int, dict[int, bytes]] = {}
+        u5: set[int] = set()
+        for cid, data in uploads:
+            msg = self._accept(UnmaskingResponse, "unmasking", cid, data, asked - u5)
+            if msg is None:
+                continue
+            assert isinstance(msg, UnmaskingResponse)
+            req = self._requests[cid]
+            if tuple(v for v, _ in msg.b_shares) != req.survivors or tuple(v for v, _ in msg.key_shares) != req.dropped:
+                self.rejected[cid] = ProtocolViolation("response does not answer the request")
+                continue
+            for v, sh in msg.b_shares:
+                b_sh.setdefault(v, {})[cid] = sh
+            for v, sh in msg.key_shares:
+                k_sh.setdefault(v, {})[cid] = sh
+            u5.add(cid)
+        self.sets["U5"] = frozenset(u5)
+        self._need("unmasking", len(u5), "|U5|")
+        t = self.threshold
+        u2, u3 = self.sets["U2"], self.sets["U3"]
+        # which dropped clients' pairwise masks are in the sum: v in U2 \ U3 with survivor holders
+        to_cancel = {v: sorted((self._holders[v] - {v}) & u3) for v in sorted(u2 - u3)}
+        to_cancel = {v: w for v, w in to_cancel.items() if w}
+        for u in sorted(u3):
+            if len(b_sh.get(u, {})) < t:
+                raise self._abort("unmasking", f"{len(b_sh.get(u, {}))} shares of b_{u} < t = {t}")
+        for v in to_cancel:
+            if len(k_sh.get(v, {})) < t:
+                raise self._abort("unmasking", f"{len(k_sh.get(v, {}))} shares of s_sk_{v} < t = {t}")
+        acc = self._acc
+        assert acc is not None
+        m = self.modulus
+        scratch = prg.new_scratch()
+        try:
+            for u in sorted(u3):
+                chosen = sorted(b_sh[u])[:t]
+                b_u = shamir.reconstruct({w: b_sh[u][w] for w in chosen}, t, 32)
+                prg.add_mask(acc, b_u, session=self.session, purpose=prg.PURPOSE_SELF, modulus=m, sign=-1, scratch=scratch)
+            for v, survivors in to_cancel.items():
+                chosen = sorted(k_sh[v])[:t]
+                sk = keys.AgreementKey.from_private_bytes(shamir.reconstruct({w: k_sh[v][w] for w in chosen}, t, 32))
+                if sk.public_bytes != self.keys[v][1]:
+                    raise MalformedMessage(f"reconstructed s_sk_{v} does not match its advertised s_pk")
+                for w in survivors:
+                    seed = pairwise_seed(sk, self.keys[w][1], session=self.session, u=v, v=w)
+                    prg.add_mask(acc, seed, session=self.session, purpose=prg.PURPOSE_PAIRWISE, modulus=m, sign=-mask_sign(w, v), scratch=scratch)
+        except SecAggError as exc:
+            raise self._abort("unmasking", f"reconstruction failed: {exc}") from None
+        self._acc = None
+        return acc
