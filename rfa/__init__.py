@@ -26,6 +26,7 @@ _LAZY = {
     "WeiszfeldResult": "rfa.weiszfeld",
     "PrivacyAuditor": "rfa.privacy",
     "proposition3_bound": "rfa.privacy",
+    "PrivacyViolation": "rfa.privacy",
     "aggregators": "rfa.aggregators",
 }
 

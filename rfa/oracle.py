@@ -1,0 +1,436 @@
+"""Secure average oracles: ``A((w_i), (beta_i)) = sum_i beta_i w_i / sum_i beta_i`` over the survivors.
+
+Pillutla, Kakade, Harchaoui, "Robust Aggregation for Federated Learning" (IEEE TSP 2022), Definition 1 and
+Algorithm 2: a robust aggregate is computed as a sequence of weighted averages whose weights ``beta_i`` are
+computed *by the clients* from broadcast values and their own ``w_i``. The oracle is the only channel
+between the clients' vectors and the server. Three implementations:
+
+- :class:`IdealOracle` -- the paper's simplifying assumption: the exact weighted average (float64);
+- :class:`SecAggOracle` -- every call discretizes and runs the full secure aggregation protocol of
+  :mod:`secagg` (real X25519/AES-GCM/Shamir, optional seeded dropouts) through
+  ``secagg.secure_average(backend="protocol")``;
+- :class:`ModularOracle` -- the same discretization and the same modular sum without the masks
+  (``backend="modular"``): for the same seed its outputs are bit-identical to :class:`SecAggOracle`.
+
+How weights are carried (precision design)
+------------------------------------------
+Weiszfeld weights ``beta_i = alpha_i / max(nu, ||v - w_i||)`` can span many orders of magnitude (a point
+at the current iterate gets ``alpha_i / nu``, i.e. ``10^6`` times more than a point at distance 1). The
+secure oracles hand ``secagg.secure_average`` the client weights together with a *public* bound
+``W >= beta_i`` (``weight_bound``; Weiszfeld passes ``alpha_max / nu``, which every client knows), so
+client ``i`` sends ``(omega_i w_i, omega_i c)`` with ``omega_i = beta_i / W in (0, 1]`` and ``c`` a public
+bound on ``|w_ij|`` (``value_bound``; default: the largest ``|w_ij|`` of the call, a simulation
+convenience). Every number lies in ``[-c, c]``, so nothing can overflow, and with ``bits=64`` (our
+default) the grid has ``K = min(2^63 / (2n), 2^50)`` steps per ``c``: weights ``10^-6 W`` (a point at
+distance 1 when ``nu = 10^-6``) keep ~9 significant digits (in general a call's relative precision is
+about ``2 |U3| 2^-50 W / sum_i beta_i``, so it degrades gracefully when all distances are many orders of
+magnitude above ``nu``; the stated bound always covers it). The server releases
+``c N / (D c) = sum_{U3} beta_i w_i / sum_{U3} beta_i`` and secure_average states a deterministic
+per-coordinate error bound ``2 c B / (D_hat c - 2 B)`` (``B ~ |U3| / s``), which
+:attr:`OracleCall.error_bound` records (``inf`` if an input was clipped: the bound ignores clipping).
+
+Every call records an :class:`OracleCall` (client weights, effective weights over the survivors, bytes).
+Inputs are validated first; bad inputs raise :class:`secagg.errors.InvalidInput` and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from secagg.errors import InvalidInput
+
+__all__ = [
+    "OracleCall",
+    "SecureAverageOracle",
+    "IdealOracle",
+    "SecAggOracle",
+    "ModularOracle",
+    "check_points",
+    "check_weights",
+    "row_distances",
+    "weighted_sum",
+    "pairwise_sq_distances",
+    "CHUNK_ELEMENTS",
+]
+
+CHUNK_ELEMENTS = 1 << 22
+"""Largest number of float64 temporaries (``m x chunk``) a chunked pass allocates (32 MiB)."""
+
+_HBC_ROUNDS = ("advertise-keys", "share-keys", "masked-input", "unmasking")
+_ACTIVE_ROUNDS = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
+
+
+# ------------------------------------------------------------------------------------------ validation
+def check_points(points: Any, *, name: str = "points") -> torch.Tensor:
+    """``points`` as an ``(m, d)`` floating tensor (no copy), or :class:`InvalidInput`.
+
+    Rejects non-tensors, wrong rank, empty shapes, non-floating dtypes and NaN/Inf entries.
+    """
+    if not isinstance(points, torch.Tensor):
+        raise InvalidInput(f"{name} must be a torch.Tensor of shape (m, d), got {type(points).__name__}")
+    if points.ndim != 2 or points.shape[0] < 1 or points.shape[1] < 1:
+        raise InvalidInput(f"{name} must have shape (m, d) with m, d >= 1, got {tuple(points.shape)}")
+    if not points.is_floating_point():
+        raise InvalidInput(f"{name} must be a floating tensor, got {points.dtype}")
+    if not _all_finite(points):
+        raise InvalidInput(f"{name} contains NaN or Inf")
+    return points
+
+
+def check_weights(weights: Any, m: int, *, device: torch.device | None = None, name: str = "weights",
+                  default: float | None = 1.0) -> torch.Tensor:
+    """Weights as a float64 ``(m,)`` tensor of finite positive numbers, or :class:`InvalidInput`.
+
+    ``None`` gives ``default`` for every client (``default=None`` makes weights mandatory).
+    """
+    if weights is None:
+        if default is None:
+            raise InvalidInput(f"{name} are required")
+        return torch.full((m,), float(default), dtype=torch.float64, device=device)
+    if not isinstance(weights, torch.Tensor):
+        try:
+            weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"{name}: cannot convert to a tensor ({exc})") from exc
+    if weights.ndim != 1 or weights.shape[0] != m:
+        raise InvalidInput(f"{name} must have shape ({m},), got {tuple(weights.shape)}")
+    if weights.is_complex() or weights.dtype == torch.bool:
+        raise InvalidInput(f"{name} must be real numbers, got {weights.dtype}")
+    w = weights.detach().to(dtype=torch.float64, device=device)
+    if not bool(torch.isfinite(w).all()):
+        raise InvalidInput(f"{name} contain NaN or Inf")
+    if not bool((w > 0).all()):
+        raise InvalidInput(f"{name} must be > 0, got min {float(w.min())}")
+    return w
+
+
+def _col_chunk(m: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(1, m))
+
+
+def _row_chunk(d: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(1, d))
+
+
+def _all_finite(points: torch.Tensor) -> bool:
+    # fast path: row norms propagate NaN/Inf (one streaming pass, no (m, d) temporary); a non-finite norm
+    # can also come from overflow of finite entries, so confirm with the exact check, block by block
+    if bool(torch.isfinite(torch.linalg.vector_norm(points, dim=1)).all()):
+        return True
+    m, d = points.shape
+    step = _row_chunk(d)
+    return all(bool(torch.isfinite(points[lo:lo + step]).all()) for lo in range(0, m, step))
+
+
+def row_distances(points: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(||w_i - v||_2)_i`` in float64, shape ``(m,)``, on ``points.device``.
+
+    Computed block of rows by block of rows (contiguous memory) as exact differences (no
+    ``||w||^2 - 2 w.v + ||v||^2`` cancellation) with at most one ``CHUNK_ELEMENTS`` float64 temporary:
+    the ``(m, d)`` matrix is never copied.
+    """
+    m, d = points.shape
+    out = torch.empty(m, dtype=torch.float64, device=points.device)
+    v64 = v.to(device=points.device, dtype=torch.float64)
+    step = _row_chunk(d)
+    for lo in range(0, m, step):
+        hi = min(m, lo + step)
+        if points.dtype == torch.float64:
+            diff = points[lo:hi] - v64  # a new block (never modify the caller's matrix)
+        else:
+            diff = points[lo:hi].to(torch.float64)  # already a fresh float64 copy of the block
+            diff.sub_(v64)
+        out[lo:hi] = torch.linalg.vector_norm(diff, dim=1)
+        del diff
+    return out
+
+
+def weighted_sum(weights: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``sum_i weights_i w_i`` in float64, shape ``(d,)``: ``weights @ W`` accumulated over row blocks."""
+    m, d = points.shape
+    wt = weights.to(device=points.device, dtype=torch.float64)
+    out = torch.zeros(d, dtype=torch.float64, device=points.device)
+    step = _row_chunk(d)
+    for lo in range(0, m, step):
+        hi = min(m, lo + step)
+        out += wt[lo:hi] @ points[lo:hi].to(torch.float64)
+    return out
+
+
+def pairwise_sq_distances(points: torch.Tensor) -> torch.Tensor:
+    """``D_ij = ||w_i - w_j||^2`` in float64, ``(m, m)``, for plaintext baselines and audits.
+
+    Exact differences when ``m^2 d <= 2^25``; otherwise the Gram form ``|w_i|^2 + |w_j|^2 - 2 <w_i, w_j>``
+    accumulated in float64 over column chunks (GEMM; absolute error ~ ``1e-15 max |w_i|^2``), clamped at 0.
+    """
+    m, d = points.shape
+    if m * m * d <= 1 << 25:
+        w = points.to(torch.float64)
+        diff = w[:, None, :] - w[None, :, :]
+        return (diff * diff).sum(dim=2)
+    gram = torch.zeros((m, m), dtype=torch.float64, device=points.device)
+    step = _col_chunk(m)
+    for lo in range(0, d, step):
+        c = points[:, lo:lo + step].to(torch.float64)
+        gram += c @ c.T
+    sq = gram.diagonal().clone()
+    out = (sq[:, None] + sq[None, :] - 2 * gram).clamp_(min=0.0)
+    out.fill_diagonal_(0.0)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the record
+@dataclass
+class OracleCall:
+    """One call of a secure average oracle (what a report or the auditor needs).
+
+    Attributes:
+        dim: ``d``.
+        n_clients: ``m``, the clients asked to contribute.
+        survivors: ids (row indices) whose inputs are in the average (``U3`` of the protocol).
+        weights: the client-computed weights ``beta_i`` (float64, CPU), all ``m`` of them.
+        effective_weights: ``beta_i / sum_{j in U3} beta_j`` for survivors, 0 for dropped clients.
+        bytes_up / bytes_down: total bytes client->server / server->client of this call.
+        bytes_per_client: mean ``up + down`` bytes per participating client.
+        error_bound: per-coordinate bound on ``|output - exact weighted average over the survivors|``
+            (0 for :class:`IdealOracle` up to float64 rounding; ``inf`` if an input was clipped).
+        backend: ``"ideal"``, ``"protocol"`` or ``"modular"``.
+        seed: the per-call seed (``None`` for the ideal oracle).
+        dropouts: the dropout schedule used ``{client: round}``.
+        clipped: number of clipped input coordinates.
+    """
+
+    dim: int
+    n_clients: int
+    survivors: tuple[int, ...]
+    weights: torch.Tensor
+    effective_weights: torch.Tensor
+    bytes_up: int
+    bytes_down: int
+    bytes_per_client: float
+    error_bound: float = 0.0
+    backend: str = "ideal"
+    seed: bytes | None = None
+    dropouts: dict[int, str] = field(default_factory=dict)
+    clipped: int = 0
+
+    @property
+    def max_effective_weight(self) -> float:
+        """``max_i beta_i / sum_j beta_j`` (the quantity Definition 1 (iv) bounds by ``s``)."""
+        return float(self.effective_weights.max())
+
+
+def _effective(weights: torch.Tensor, survivors: tuple[int, ...]) -> torch.Tensor:
+    eff = torch.zeros_like(weights)
+    idx = torch.tensor(survivors, dtype=torch.long)
+    sel = weights[idx]
+    eff[idx] = sel / sel.sum()
+    return eff
+
+
+# ------------------------------------------------------------------------------------------ the oracles
+class SecureAverageOracle(abc.ABC):
+    """Returns ``sum_i beta_i w_i / sum_i beta_i`` over the surviving clients and records the call.
+
+    ``oracle(vectors (m, d), weights (m,))`` -> ``(d,)`` tensor on ``vectors.device`` with
+    ``vectors.dtype``. Optional keyword hints, both *public* values every client knows:
+    ``weight_bound`` (an upper bound on every ``beta_i``) and ``value_bound`` (a bound on ``|w_ij|``).
+    """
+
+    name: str = "oracle"
+
+    def __init__(self) -> None:
+        self.calls: list[OracleCall] = []
+
+    def __call__(self, vectors: torch.Tensor, weights: torch.Tensor, *, weight_bound: float | None = None,
+                 value_bound: float | None = None) -> torch.Tensor:
+        x = check_points(vectors, name="vectors")
+        beta = check_weights(weights, x.shape[0], device=torch.device("cpu"), default=None)
+        if weight_bound is not None:
+            wb = float(weight_bound)
+            if not math.isfinite(wb) or wb <= 0:
+                raise InvalidInput(f"weight_bound must be finite and > 0, got {weight_bound!r}")
+            if float(beta.max()) > wb * (1.0 + 1e-12):
+                raise InvalidInput(f"a weight {float(beta.max())} exceeds the public weight_bound {wb}")
+        if value_bound is not None:
+            vb = float(value_bound)
+            if not math.isfinite(vb) or vb <= 0:
+                raise InvalidInput(f"value_bound must be finite and > 0, got {value_bound!r}")
+        out, call = self._average(x, beta, weight_bound=weight_bound, value_bound=value_bound)
+        self.calls.append(call)
+        return out.to(device=x.device, dtype=x.dtype)
+
+    @abc.abstractmethod
+    def _average(self, x: torch.Tensor, beta: torch.Tensor, *, weight_bound: float | None,
+                 value_bound: float | None) -> tuple[torch.Tensor, OracleCall]:
+        """Compute the average (float64) and the call record."""
+
+    def reset(self) -> None:
+        """Forget the recorded calls (and restart the per-call seed counter, so a run repeats)."""
+        self.calls.clear()
+
+    @property
+    def num_calls(self) -> int:
+        return len(self.calls)
+
+
+class IdealOracle(SecureAverageOracle):
+    """The exact weighted average (the paper's assumption of a perfect secure average oracle).
+
+    Computed in float64, chunk by chunk (``weights @ W``), on the tensor's device; the ``(m, d)`` input is
+    never copied. Bytes recorded: the plaintext upload of a float32 vector and weight per client
+    (``4 (d + 1)``), nothing down -- the cost of an insecure FedAvg round, for comparison.
+    """
+
+    name = "ideal"
+
+    def _average(self, x, beta, *, weight_bound, value_bound):
+        m, d = x.shape
+        total = weighted_sum(beta, x) / float(beta.sum())
+        survivors = tuple(range(m))
+        up = 4 * (d + 1) * m
+        call = OracleCall(dim=d, n_clients=m, survivors=survivors, weights=beta.clone(),
+                          effective_weights=beta / beta.sum(), bytes_up=up, bytes_down=0,
+                          bytes_per_client=float(up) / m, error_bound=0.0, backend="ideal")
+        return total, call
+
+
+def _seed_bytes(seed: int | bytes | str | None) -> bytes:
+    if seed is None:
+        return os.urandom(32)
+    if isinstance(seed, bool):
+        raise InvalidInput("seed must be an int, bytes, str or None")
+    if isinstance(seed, (int, np.integer)):
+        if int(seed) < 0:
+            raise InvalidInput("seed must be non-negative")
+        return b"i" + int(seed).to_bytes((int(seed).bit_length() + 8) // 8, "big")
+    if isinstance(seed, str):
+        return b"s" + seed.encode()
+    if isinstance(seed, (bytes, bytearray)):
+        return b"b" + bytes(seed)
+    raise InvalidInput(f"seed must be an int, bytes, str or None, got {type(seed).__name__}")
+
+
+DropoutSchedule = Mapping[int, str] | Callable[[int, int], Mapping[int, str]]
+
+
+class SecAggOracle(SecureAverageOracle):
+    """Discretize + the full secure aggregation protocol on every call (``secure_average(backend="protocol")``).
+
+    Args:
+        seed: oracle seed; call ``k`` uses ``SHA-256("rfa.oracle/v1" || seed || k)`` as the seed of the
+            protocol run (keys, masks, rounding, dropouts), so a run is repeatable. ``None``: fresh random.
+        value_bound: public bound ``c`` on ``|w_ij|`` (per-coordinate clip). ``None``: secure_average's
+            default, the largest ``|w_ij|`` of the call (a simulation convenience; give a bound in a
+            deployment). A per-call ``value_bound=`` keyword overrides it.
+        dropout_rate: each client independently drops with this probability, in a round drawn uniformly
+            among the protocol's rounds (a client dropping in ``"unmasking"`` is still summed).
+        dropouts: a fixed schedule ``{client: round}`` applied to every call, or a callable
+            ``(call_index, m) -> {client: round}``. Combined with ``dropout_rate`` (the schedule wins).
+        bits: modulus bit width handed to ``secure_average`` (default 64, see the module docstring).
+        threshold, graph, variant, rotate, modulus, scale: passed to ``secure_average`` unchanged.
+        **options: any further ``secure_average`` keyword.
+
+    The call raises whatever ``secure_average`` raises (e.g. ``ProtocolAborted`` when too many clients
+    drop); no partial aggregate is ever returned.
+    """
+
+    name = "secagg"
+    backend = "protocol"
+
+    def __init__(self, *, seed: int | bytes | str | None = None, value_bound: float | None = None,
+                 dropout_rate: float = 0.0, dropouts: DropoutSchedule | None = None, bits: int | None = 64,
+                 threshold: int | None = None, graph: str = "complete", variant: str = "honest-but-curious",
+                 rotate: bool = False, modulus: int | None = None, scale: float | None = None,
+                 **options: Any) -> None:
+        super().__init__()
+        if not 0.0 <= float(dropout_rate) < 1.0:
+            raise InvalidInput(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+        if value_bound is not None and not (math.isfinite(float(value_bound)) and float(value_bound) > 0):
+            raise InvalidInput(f"value_bound must be finite and > 0, got {value_bound!r}")
+        self.seed = _seed_bytes(seed)
+        self.value_bound = None if value_bound is None else float(value_bound)
+        self.dropout_rate = float(dropout_rate)
+        self.dropouts = dropouts
+        self.options: dict[str, Any] = dict(options)
+        self.options.update(threshold=threshold, graph=graph, variant=variant, rotate=rotate)
+        if modulus is not None:
+            self.options["modulus"] = modulus
+        elif bits is not None:
+            self.options["bits"] = bits
+        if scale is not None:
+            self.options["scale"] = scale
+        self._counter = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self._counter = 0
+
+    def call_seed(self, index: int) -> bytes:
+        """The seed of call number ``index`` (0-based): ``SHA-256("rfa.oracle/v1" || seed || index)``."""
+        return hashlib.sha256(b"rfa.oracle/v1\x00" + self.seed + b"\x00" + int(index).to_bytes(8, "big")).digest()
+
+    def _schedule(self, index: int, m: int, call_seed: bytes) -> dict[int, str]:
+        out: dict[int, str] = {}
+        if self.dropout_rate > 0:
+            rounds = _ACTIVE_ROUNDS if self.options.get("variant") == "active" else _HBC_ROUNDS
+            rng = np.random.default_rng(int.from_bytes(hashlib.sha256(b"dropouts" + call_seed).digest(), "big"))
+            drop = rng.random(m) < self.dropout_rate
+            which = rng.integers(0, len(rounds), size=m)
+            out.update({int(i): rounds[int(which[i])] for i in range(m) if drop[i]})
+        if self.dropouts is not None:
+            sched = self.dropouts(index, m) if callable(self.dropouts) else self.dropouts
+            for k, r in dict(sched).items():
+                if not 0 <= int(k) < m:
+                    raise InvalidInput(f"dropout schedule names client {k}, but only {m} clients take part")
+                out[int(k)] = str(r)
+        return out
+
+    def _average(self, x, beta, *, weight_bound, value_bound):
+        from secagg.average import secure_average  # the oracle's only dependency on the protocol stack
+
+        m, d = x.shape
+        index = self._counter
+        self._counter += 1  # a failed call still consumes its index: the next call gets a fresh seed
+        cseed = self.call_seed(index)
+        schedule = self._schedule(index, m, cseed)
+        wb = float(weight_bound) if weight_bound is not None else float(beta.max())
+        xs = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+        c = value_bound if value_bound is not None else self.value_bound
+        res = secure_average(xs, beta.numpy(), seed=cseed, clip=c, max_weight=wb, dropouts=schedule or None,
+                             backend=self.backend, **self.options)
+        del xs
+        out = np.asarray(res.average, dtype=np.float64)
+        bound = math.inf if int(res.clipped) else float(res.error_bound)
+        survivors = tuple(int(i) for i in res.included)
+        ledger = res.ledger
+        up = sum(en.nbytes for en in ledger.entries if en.direction == "up")
+        down = sum(en.nbytes for en in ledger.entries if en.direction == "down")
+        per: dict[int, int] = {}
+        for en in ledger.entries:
+            per[en.client] = per.get(en.client, 0) + en.nbytes
+        call = OracleCall(dim=d, n_clients=m, survivors=survivors, weights=beta.clone(),
+                          effective_weights=_effective(beta, survivors), bytes_up=int(up), bytes_down=int(down),
+                          bytes_per_client=float(sum(per.values())) / max(1, len(per)), error_bound=bound,
+                          backend=self.backend, seed=cseed, dropouts=schedule,
+                          clipped=int(res.clipped))
+        return torch.from_numpy(out), call
+
+
+class ModularOracle(SecAggOracle):
+    """:class:`SecAggOracle` with ``backend="modular"``: the same discretization (same seeds, same rounding,
+    same dropouts) and the same sum over ``Z_M`` without running the masks; the ledger comes from the
+    analytical cost model. Outputs are bit-identical to :class:`SecAggOracle` with the same ``seed`` and
+    options (masks cancel exactly), which makes long training runs affordable."""
+
+    name = "modular"
+    backend = "modular"
