@@ -1,0 +1,48 @@
+"""rfa.fl: the federated loop of seed 002 (Algorithm 1, personalized Algorithm 4) and the study.
+
+``for round: sample clients -> local training (executor) -> corruption -> aggregator(oracle) -> server step``
+
+Modules: :mod:`~rfa.fl.config` (``FLConfig``), :mod:`~rfa.fl.data` (offline data sets),
+:mod:`~rfa.fl.partition`, :mod:`~rfa.fl.models`, :mod:`~rfa.fl.executor`, :mod:`~rfa.fl.attacks`,
+:mod:`~rfa.fl.personalized`, :mod:`~rfa.fl.loop` (``run``), :mod:`~rfa.fl.experiments` (sweeps),
+:mod:`~rfa.fl.plots`. Public names resolve lazily (PEP 562) so that importing the package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "FLConfig": "rfa.fl.config",
+    "ConfigError": "rfa.fl.config",
+    "run": "rfa.fl.loop",
+    "RunResult": "rfa.fl.loop",
+    "build_data": "rfa.fl.loop",
+    "evaluate": "rfa.fl.loop",
+    "FederatedData": "rfa.fl.data",
+    "DataUnavailable": "rfa.fl.data",
+    "load_pooled": "rfa.fl.data",
+    "make_model": "rfa.fl.models",
+    "make_corruption": "rfa.fl.attacks",
+    "select_corrupted": "rfa.fl.attacks",
+    "make_executor": "rfa.fl.executor",
+    "Sweep": "rfa.fl.experiments",
+    "quick_config": "rfa.fl.experiments",
+    "run_sweep": "rfa.fl.experiments",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rfa.fl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

