@@ -319,7 +319,9 @@ class MultiKrum(_Plaintext):
             raise InvalidInput(f"multi-krum must select between 1 and m={m} updates, got {q}")
         scores = krum_scores(u, self.f)
         sel = torch.sort(torch.argsort(scores, stable=True)[:q]).values
-        out = weighted_sum(a[sel], u[sel]) / float(a[sel].sum())
+        a_sel = torch.zeros_like(a)
+        a_sel[sel] = a[sel]  # zero weight for the others: no copy of the selected rows
+        out = weighted_sum(a_sel, u) / float(a[sel].sum())
         return AggregateOutput(out.to(u.dtype), 0, {"selected": sel.tolist(), "scores": scores})
 
 

@@ -5,7 +5,8 @@ Algorithm 2: a robust aggregate is computed as a sequence of weighted averages w
 computed *by the clients* from broadcast values and their own ``w_i``. The oracle is the only channel
 between the clients' vectors and the server. Three implementations:
 
-- :class:`IdealOracle` -- the paper's simplifying assumption: the exact weighted average (float64);
+- :class:`IdealOracle` -- the paper's simplifying assumption: the exact weighted average (float64 for
+  float64 inputs; one float32 matrix-vector product, float32-level, for float32 inputs);
 - :class:`SecAggOracle` -- every call discretizes and runs the full secure aggregation protocol of
   :mod:`secagg` (real X25519/AES-GCM/Shamir, optional seeded dropouts) through
   ``secagg.secure_average(backend="protocol")``;
@@ -60,6 +61,7 @@ __all__ = [
     "weighted_sum",
     "pairwise_sq_distances",
     "CHUNK_ELEMENTS",
+    "BLOCK_ELEMENTS",
 ]
 
 CHUNK_ELEMENTS = 1 << 22
@@ -131,27 +133,101 @@ def _all_finite(points: torch.Tensor) -> bool:
     return all(bool(torch.isfinite(points[lo:lo + step]).all()) for lo in range(0, m, step))
 
 
+BLOCK_ELEMENTS = 1 << 18
+"""Elements of the cache-resident scratch tile of :func:`row_distances`'s fast path on CPU (1 MiB in
+float32; on an accelerator the tile is at least ``2^24`` elements)."""
+
+
+def _check_shape(points: Any, *, name: str = "points") -> torch.Tensor:
+    """The structural part of :func:`check_points` (type, rank, non-empty, floating): O(1), no pass."""
+    if not isinstance(points, torch.Tensor):
+        raise InvalidInput(f"{name} must be a torch.Tensor of shape (m, d), got {type(points).__name__}")
+    if points.ndim != 2 or points.shape[0] < 1 or points.shape[1] < 1:
+        raise InvalidInput(f"{name} must have shape (m, d) with m, d >= 1, got {tuple(points.shape)}")
+    if not points.is_floating_point():
+        raise InvalidInput(f"{name} must be a floating tensor, got {points.dtype}")
+    return points
+
+
+def _row_distances_f64(points: torch.Tensor, v64: torch.Tensor, out: torch.Tensor, rows: torch.Tensor | None) -> None:
+    """Reference path: exact float64 differences, row blocks, one ``CHUNK_ELEMENTS`` float64 temporary."""
+    m, d = points.shape
+    idx = range(m) if rows is None else rows.tolist()
+    if rows is None:
+        step = _row_chunk(d)
+        for lo in range(0, m, step):
+            hi = min(m, lo + step)
+            diff = points[lo:hi].to(torch.float64, copy=True)  # a fresh block (never modify the caller's matrix)
+            diff.sub_(v64)
+            out[lo:hi] = torch.linalg.vector_norm(diff, dim=1)
+            del diff
+        return
+    for i in idx:
+        diff = points[i].to(torch.float64, copy=True)
+        diff.sub_(v64)
+        out[i] = torch.linalg.vector_norm(diff)
+        del diff
+
+
 def row_distances(points: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``(||w_i - v||_2)_i`` in float64, shape ``(m,)``, on ``points.device``.
 
-    Computed block of rows by block of rows (contiguous memory) as exact differences (no
-    ``||w||^2 - 2 w.v + ||v||^2`` cancellation) with at most one ``CHUNK_ELEMENTS`` float64 temporary:
-    the ``(m, d)`` matrix is never copied.
+    Always exact differences (no ``||w||^2 - 2 w.v + ||v||^2`` cancellation); the ``(m, d)`` matrix is
+    never copied. Fast path (``float32``/``float64`` points, ``v`` of the same dtype or exactly representable
+    in it): one streaming pass over the matrix in cache-resident blocks of ``BLOCK_ELEMENTS``,
+    ``b = W[rows, cols] - v[cols]`` in the points' dtype (each difference correctly rounded: relative
+    error ``<= u``, no cancellation), ``b *= b``, a pairwise (cascade) row sum of the block in the points'
+    dtype, and the per-block partial sums accumulated in float64: the relative error of ``||w_i - v||^2``
+    is about ``(2 + log2(min(d, BLOCK_ELEMENTS))) u`` at most to first order (``u`` the unit roundoff of
+    the points' dtype), i.e. float32-level for float32 points (measured ~1e-8 at d = 1e6). A row whose float32 sum of squares is not finite (overflow of
+    ``(w_ij - v_j)^2`` or NaN/Inf input) or below ``d * 1e-37`` (possible loss to subnormal squares) is
+    recomputed with the float64 reference path (exact float64 differences, ``CHUNK_ELEMENTS`` temporaries).
+    Other dtypes (float16, bfloat16), or a ``v`` not representable in the points' dtype, use that path
+    throughout.
     """
     m, d = points.shape
     out = torch.empty(m, dtype=torch.float64, device=points.device)
-    v64 = v.to(device=points.device, dtype=torch.float64)
-    step = _row_chunk(d)
-    for lo in range(0, m, step):
-        hi = min(m, lo + step)
-        if points.dtype == torch.float64:
-            diff = points[lo:hi] - v64  # a new block (never modify the caller's matrix)
-        else:
-            diff = points[lo:hi].to(torch.float64)  # already a fresh float64 copy of the block
-            diff.sub_(v64)
-        out[lo:hi] = torch.linalg.vector_norm(diff, dim=1)
-        del diff
-    return out
+    dt = points.dtype
+    vd = v.to(device=points.device)
+    fast = dt in (torch.float32, torch.float64)
+    if fast and vd.dtype != dt:
+        cast = vd.to(dt)
+        fast = bool(torch.equal(cast.to(vd.dtype), vd)) if vd.is_floating_point() else False
+        vd = cast
+    if not fast:
+        _row_distances_f64(points, v.to(device=points.device, dtype=torch.float64), out, None)
+        return out
+    out.zero_()
+    # CPU: cache-resident tiles; accelerators: large tiles (few kernel launches, memory is not the issue)
+    block = BLOCK_ELEMENTS if points.device.type == "cpu" else max(BLOCK_ELEMENTS, 1 << 24)
+    if d <= block:  # whole rows, several at a time
+        cstep = d
+        rstep = max(1, min(m, block // d))
+    else:  # 2-D tiles: rows of 16 Ki contiguous entries, as many rows as fit (fastest tiling measured)
+        cstep = min(d, 1 << 14, block)
+        rstep = max(1, min(m, block // cstep))
+    buf = torch.empty(rstep * min(d, cstep), dtype=dt, device=points.device)
+    for lo in range(0, m, rstep):
+        hi = min(m, lo + rstep)
+        acc = out[lo:hi]
+        for c0 in range(0, d, cstep):
+            c1 = min(d, c0 + cstep)
+            b = buf[: (hi - lo) * (c1 - c0)].view(hi - lo, c1 - c0)
+            torch.sub(points[lo:hi, c0:c1], vd[c0:c1], out=b)
+            b.mul_(b)
+            acc += b.sum(dim=1)
+    del buf
+    if dt != torch.float64:
+        bad = ~torch.isfinite(out) | (out < d * 1e-37)
+    else:
+        bad = ~torch.isfinite(out)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()
+        _row_distances_f64(points, v.to(device=points.device, dtype=torch.float64), out, rows)
+        ok = ~bad
+        out[ok] = out[ok].sqrt()
+        return out
+    return out.sqrt_()
 
 
 def weighted_sum(weights: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -160,17 +236,31 @@ def weighted_sum(weights: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     wt = weights.to(device=points.device, dtype=torch.float64)
     out = torch.zeros(d, dtype=torch.float64, device=points.device)
     step = _row_chunk(d)
+    if points.dtype == torch.float64:
+        for lo in range(0, m, step):
+            hi = min(m, lo + step)
+            out += wt[lo:hi] @ points[lo:hi]
+        return out
+    buf = torch.empty((min(m, step), d), dtype=torch.float64, device=points.device)  # one reused block
     for lo in range(0, m, step):
         hi = min(m, lo + step)
-        out += wt[lo:hi] @ points[lo:hi].to(torch.float64)
+        blk = buf[: hi - lo]
+        blk.copy_(points[lo:hi])
+        out += wt[lo:hi] @ blk
     return out
 
 
 def pairwise_sq_distances(points: torch.Tensor) -> torch.Tensor:
     """``D_ij = ||w_i - w_j||^2`` in float64, ``(m, m)``, for plaintext baselines and audits.
 
-    Exact differences when ``m^2 d <= 2^25``; otherwise the Gram form ``|w_i|^2 + |w_j|^2 - 2 <w_i, w_j>``
-    accumulated in float64 over column chunks (GEMM; absolute error ~ ``1e-15 max |w_i|^2``), clamped at 0.
+    Exact differences when ``m^2 d <= 2^25``. Otherwise the Gram form on the points *centred at row 0*
+    (``D`` is translation invariant; centring removes the cancellation a common offset would cause):
+    ``x_i = w_i - w_0``, ``D_ij = |x_i|^2 + |x_j|^2 - 2 <x_i, x_j>``, streamed over column tiles of the
+    matrix copied into one cache-resident float64 buffer (float32 products are exact in float64) and
+    accumulated by float64 GEMM (``gram.addmm_``): no ``(m, d)`` float64 copy. The Gram form's absolute
+    error is ~``1e-16 (|x_i|^2 + |x_j|^2)``, so pairs with ``D_ij < 1e-6 (|x_i|^2 + |x_j|^2)`` (near
+    duplicates, e.g. identical sybil updates) are recomputed exactly from the difference of the two rows;
+    clamped at 0, zero diagonal.
     """
     m, d = points.shape
     if m * m * d <= 1 << 25:
@@ -178,13 +268,23 @@ def pairwise_sq_distances(points: torch.Tensor) -> torch.Tensor:
         diff = w[:, None, :] - w[None, :, :]
         return (diff * diff).sum(dim=2)
     gram = torch.zeros((m, m), dtype=torch.float64, device=points.device)
-    step = _col_chunk(m)
-    for lo in range(0, d, step):
-        c = points[:, lo:lo + step].to(torch.float64)
-        gram += c @ c.T
+    tile = max(256, min(4096, BLOCK_ELEMENTS // m))
+    buf = torch.empty((m, tile), dtype=torch.float64, device=points.device)
+    for lo in range(0, d, tile):
+        hi = min(d, lo + tile)
+        b = buf[:, : hi - lo]
+        b.copy_(points[:, lo:hi])
+        b.sub_(b[0:1].clone())
+        gram.addmm_(b, b.T)
+    del buf
     sq = gram.diagonal().clone()
     out = (sq[:, None] + sq[None, :] - 2 * gram).clamp_(min=0.0)
     out.fill_diagonal_(0.0)
+    near = torch.triu(out < 1e-6 * (sq[:, None] + sq[None, :]), diagonal=1).nonzero().tolist()
+    for i, j in near:
+        diff = points[i].to(torch.float64, copy=True)
+        diff.sub_(points[j].to(torch.float64))
+        out[i, j] = out[j, i] = float(torch.dot(diff, diff))
     return out
 
 
@@ -254,6 +354,15 @@ class SecureAverageOracle(abc.ABC):
     def __call__(self, vectors: torch.Tensor, weights: torch.Tensor, *, weight_bound: float | None = None,
                  value_bound: float | None = None) -> torch.Tensor:
         x = check_points(vectors, name="vectors")
+        beta = self._check_call(x, weights, weight_bound, value_bound)
+        out, call = self._average(x, beta, weight_bound=weight_bound, value_bound=value_bound)
+        self.calls.append(call)
+        return out.to(device=x.device, dtype=x.dtype)
+
+    @staticmethod
+    def _check_call(x: torch.Tensor, weights: Any, weight_bound: float | None,
+                    value_bound: float | None) -> torch.Tensor:
+        """Validate the weights and the public hints; returns the float64 CPU weights."""
         beta = check_weights(weights, x.shape[0], device=torch.device("cpu"), default=None)
         if weight_bound is not None:
             wb = float(weight_bound)
@@ -265,9 +374,7 @@ class SecureAverageOracle(abc.ABC):
             vb = float(value_bound)
             if not math.isfinite(vb) or vb <= 0:
                 raise InvalidInput(f"value_bound must be finite and > 0, got {value_bound!r}")
-        out, call = self._average(x, beta, weight_bound=weight_bound, value_bound=value_bound)
-        self.calls.append(call)
-        return out.to(device=x.device, dtype=x.dtype)
+        return beta
 
     @abc.abstractmethod
     def _average(self, x: torch.Tensor, beta: torch.Tensor, *, weight_bound: float | None,
@@ -286,12 +393,47 @@ class SecureAverageOracle(abc.ABC):
 class IdealOracle(SecureAverageOracle):
     """The exact weighted average (the paper's assumption of a perfect secure average oracle).
 
-    Computed in float64, chunk by chunk (``weights @ W``), on the tensor's device; the ``(m, d)`` input is
-    never copied. Bytes recorded: the plaintext upload of a float32 vector and weight per client
-    (``4 (d + 1)``), nothing down -- the cost of an insecure FedAvg round, for comparison.
+    ``sum_i p_i w_i`` with ``p_i = beta_i / sum_j beta_j`` normalised in float64. float64 inputs: float64
+    ``(beta @ W) / sum beta`` accumulated over row blocks (as :func:`weighted_sum`). float32 inputs: ONE
+    matrix-vector product in float32 on the matrix as stored (``p`` rounded to float32, ``m``-term sums),
+    so each output coordinate is within ``gamma_{m+1} sum_i p_i |w_ij|`` (``gamma_k = k u / (1 - k u)``,
+    ``u = 2^-24``) of the exact average -- float32-level, as the float32 output is anyway -- and the
+    ``(m, d)`` input is never copied or converted. The finiteness check of the inputs is fused into that
+    pass (all ``p_i > 0``, so a NaN/Inf entry makes its output coordinate non-finite; only then is the
+    matrix scanned, and :class:`InvalidInput` raised before anything is recorded; the same fused check
+    on the float64 path); a non-finite result from finite inputs (float32 overflow), or a ``p_i`` that
+    underflows in float32, takes the float64 path. ``OracleCall.error_bound`` is 0: the rounding of the input dtype is not counted. Bytes recorded:
+    the plaintext upload of a float32 vector and weight per client (``4 (d + 1)``), nothing down -- the
+    cost of an insecure FedAvg round, for comparison.
     """
 
     name = "ideal"
+
+    def __call__(self, vectors: torch.Tensor, weights: torch.Tensor, *, weight_bound: float | None = None,
+                 value_bound: float | None = None) -> torch.Tensor:
+        x = _check_shape(vectors, name="vectors")
+        beta = self._check_call(x, weights, weight_bound, value_bound)
+        total = float(beta.sum())
+        p = beta / total
+        out = None
+        if x.dtype == torch.float32:
+            p32 = p.to(device=x.device, dtype=torch.float32)
+            if bool((p32 >= torch.finfo(torch.float32).tiny).all()):
+                out = p32 @ x
+                if not bool(torch.isfinite(out).all()):
+                    check_points(x, name="vectors")  # raises on NaN/Inf input; else float32 overflow
+                    out = None
+        if out is None:
+            out = weighted_sum(beta, x) / total  # float64 accumulation (rows converted block by block)
+            if not bool(torch.isfinite(out).all()):
+                check_points(x, name="vectors")  # raises on NaN/Inf input (nothing recorded)
+        m, d = x.shape
+        up = 4 * (d + 1) * m
+        call = OracleCall(dim=d, n_clients=m, survivors=tuple(range(m)), weights=beta.clone(),
+                          effective_weights=p, bytes_up=up, bytes_down=0,
+                          bytes_per_client=float(up) / m, error_bound=0.0, backend="ideal")
+        self.calls.append(call)
+        return out.to(device=x.device, dtype=x.dtype)
 
     def _average(self, x, beta, *, weight_bound, value_bound):
         m, d = x.shape

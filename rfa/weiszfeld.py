@@ -54,7 +54,8 @@ from typing import Any
 import torch
 
 from secagg.errors import InvalidInput
-from rfa.oracle import OracleCall, SecureAverageOracle, check_points, check_weights, row_distances, weighted_sum
+from rfa.oracle import (OracleCall, SecureAverageOracle, _check_shape, check_points, check_weights, row_distances,
+                        weighted_sum)
 
 __all__ = ["WeiszfeldResult", "smoothed_weiszfeld", "one_step_rfa", "geometric_median", "objective",
            "smoothed_objective"]
@@ -138,11 +139,17 @@ def _weighted_change(p: torch.Tensor, r: torch.Tensor, a: torch.Tensor, b: torch
     return min(2.0 * float(r.max()), num / den)
 
 
+def _norm64(v: torch.Tensor) -> float:
+    """``||v||_2`` accumulated in float64 (float32 squares are exact in float64)."""
+    return float(torch.linalg.vector_norm(v, dtype=torch.float64))
+
+
 def _propagate(delta: float, dist: torch.Tensor, beta: torch.Tensor, nu: float, survivors: tuple[int, ...],
-               call: OracleCall, dist_next: torch.Tensor, v_next: torch.Tensor, weiszfeld: bool) -> float:
+               call: OracleCall, dist_next: torch.Tensor, v_next: torch.Tensor, weiszfeld: bool,
+               vnorm: float | None = None) -> float:
     d = call.dim
     u = torch.finfo(v_next.dtype).eps / 2
-    own = math.sqrt(d) * call.error_bound + 2 * u * float(v_next.double().norm())
+    own = math.sqrt(d) * call.error_bound + 2 * u * (_norm64(v_next) if vnorm is None else vnorm)
     if not math.isfinite(own):
         return math.inf
     if not weiszfeld or delta == 0.0:
@@ -156,6 +163,15 @@ def _propagate(delta: float, dist: torch.Tensor, beta: torch.Tensor, nu: float, 
     p = bb / bb.sum()
     # sum_i (p_i - q_i) w_i = sum_i (p_i - q_i) (w_i - v_next): weigh each change by ||w_i - v_next||
     return own + _weighted_change(p, dist_next.cpu()[idx], a, b)
+
+
+def _first_distances(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``row_distances(w, v)`` that also validates ``w``: NaN/Inf entries make a distance non-finite, and
+    only then is the matrix scanned (:func:`check_points` raises :class:`InvalidInput`)."""
+    dist = row_distances(w, v)
+    if not bool(torch.isfinite(dist).all()):
+        check_points(w)
+    return dist
 
 
 def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None, *,
@@ -173,10 +189,18 @@ def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None
         tol: optional early stop when ``||v^(r+1) - v^(r)|| <= tol * max(||v^(r)||, 1e-300)``.
 
     Each iteration: the clients compute ``beta_i = alpha_i / max(nu, ||v - w_i||)`` from the broadcast
-    ``v`` (row norms computed in column chunks; the ``(m, d)`` matrix is never copied), then one oracle call
-    with the public weight bound ``max(alpha) / nu``. Raises :class:`InvalidInput` on bad inputs.
+    ``v``, then one oracle call with the public weight bound ``max(alpha) / nu``. Raises
+    :class:`InvalidInput` on bad inputs.
+
+    Cost (plaintext simulation): the ``(m, d)`` matrix is never copied or converted; each iteration streams
+    over it twice -- the oracle's weighted sum (for :class:`~rfa.oracle.IdealOracle` one matrix-vector
+    product in the points' dtype) and the distances to the new iterate (:func:`~rfa.oracle.row_distances`,
+    exact differences in cache-resident tiles, float32-level for float32 points), which also give the
+    objectives. The finiteness check of ``points`` is fused into the first of these passes (the first
+    oracle call, or the distances to an explicit ``init``), so a run with ``budget = R`` makes ``2R``
+    passes (``2R + 1`` with an explicit ``init``).
     """
-    w = check_points(points)
+    w = _check_shape(points)  # finiteness: fused into the first pass over the matrix (below)
     m, d = w.shape
     alpha = check_weights(weights, m, device=w.device, default=1.0 / m)
     nu = _check_nu(nu)
@@ -192,7 +216,7 @@ def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None
     kinds: list[str] = []
     delta = 0.0
     if init is None or (isinstance(init, str) and init == "mean"):
-        v = oracle(w, alpha, weight_bound=amax)
+        v = oracle(w, alpha, weight_bound=amax)  # the oracle validates w (NaN/Inf -> InvalidInput, no record)
         betas.append(alpha.cpu().clone())
         kinds.append("mean")
         call = oracle.calls[-1]
@@ -202,19 +226,20 @@ def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None
         if init not in ("zero", "zeros"):
             raise InvalidInput(f"init must be None, 'mean', 'zero' or a tensor, got {init!r}")
         v = torch.zeros(d, dtype=w.dtype, device=w.device)
-        dist = row_distances(w, v)
+        dist = _first_distances(w, v)
     else:
         if not isinstance(init, torch.Tensor) or init.shape != (d,) or not init.is_floating_point():
             raise InvalidInput(f"init must be a floating tensor of shape ({d},)")
         if not bool(torch.isfinite(init).all()):
             raise InvalidInput("init contains NaN or Inf")
         v = init.detach().to(device=w.device, dtype=w.dtype).clone()
-        dist = row_distances(w, v)
+        dist = _first_distances(w, v)
     distances = [dist.cpu()]
     obj = [objective(dist, alpha)]
     sobj = [smoothed_objective(dist, alpha, nu)]
     nu_bar = math.inf
     stopped = False
+    vnorm = _norm64(v)
     while len(betas) < budget:
         s = dist.clamp(min=nu)
         nu_bar = min(nu_bar, float(s.min()))
@@ -224,10 +249,11 @@ def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None
         kinds.append("weiszfeld")
         call = oracle.calls[-1]
         dist_new = row_distances(w, v_new)
-        delta = _propagate(delta, dist, beta, nu, call.survivors, call, dist_new, v_new, True)
-        step = float((v_new.double() - v.double()).norm())
-        ref = max(float(v.double().norm()), 1e-300)
-        v, dist = v_new, dist_new
+        vnorm_new = _norm64(v_new)
+        delta = _propagate(delta, dist, beta, nu, call.survivors, call, dist_new, v_new, True, vnorm_new)
+        ref = max(vnorm, 1e-300)
+        step = float((v_new.double() - v.double()).norm()) if tol is not None else math.nan
+        v, dist, vnorm = v_new, dist_new, vnorm_new
         distances.append(dist.cpu())
         obj.append(objective(dist, alpha))
         sobj.append(smoothed_objective(dist, alpha, nu))
