@@ -57,7 +57,7 @@ def cases(draw):  # noqa: ANN001, ANN201
     kw["variant"] = draw(st.sampled_from(["honest-but-curious", "active"]))
     drops = draw(st.dictionaries(st.integers(0, n - 1), st.sampled_from(_SPECS), max_size=max(0, n - 2)))
     kw["dropouts"] = drops
-    kw["threshold"] = draw(st.one_of(st.none(), st.integers(1, n)))
+    kw["threshold"] = draw(st.one_of(st.none(), st.integers(n // 2 + 1 if kw["variant"] == "active" else 1, n)))
     return x, w, seed, kw
 
 

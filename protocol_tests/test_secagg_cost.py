@@ -41,7 +41,7 @@ def configs(draw):  # noqa: ANN001, ANN201
         k = None
         holders = n
     variant = draw(st.sampled_from(["honest-but-curious", "active"]))
-    threshold = draw(st.one_of(st.none(), st.integers(1, holders)))
+    threshold = draw(st.one_of(st.none(), st.integers(holders // 2 + 1 if variant == "active" else 1, holders)))
     drops = draw(st.dictionaries(st.integers(0, n - 1), st.sampled_from(_SPECS), max_size=n))
     d = draw(st.integers(1, 9))
     bits = draw(st.sampled_from([1, 3, 8, 13, 16, 31, 32, 33, 64]))

@@ -310,7 +310,8 @@ def test_ledger_sizes_follow_the_wire_format(n: int, d: int, m: int, variant: st
     rng = np.random.default_rng(n * d)
     xs = [ring.as_ring_vector(rng.integers(0, min(m, 2**62), d), m) for _ in range(n)]
     drops = {n - 1: "masked-input:after", n - 2: "unmasking"} if n >= 5 else {}
-    res = run_secure_aggregation(xs, modulus=m, threshold=2, variant=variant, dropouts=drops, seed=n)
+    t = n // 2 + 1 if variant == "active" else 2  # active: 2t > n (secagg.protocol.check_active_threshold)
+    res = run_secure_aggregation(xs, modulus=m, threshold=t, variant=variant, dropouts=drops, seed=n)
     U = res.sets
     active = variant == "active"
     for e in res.ledger:

@@ -101,7 +101,8 @@ def scenarios(draw):
     sparse = n >= 5 and draw(st.booleans())
     k = draw(st.integers(1, (n - 2) // 2)).__mul__(2) if sparse else None
     holders = (k + 1) if sparse else n
-    t = draw(st.integers(1, holders))
+    # active variant: 2t > holders, else the run is refused (secagg.protocol.check_active_threshold)
+    t = draw(st.integers(holders // 2 + 1 if variant == "active" else 1, holders))
     d = draw(st.integers(1, 50))
     m = draw(moduli)
     schedule = draw(st.dictionaries(st.integers(0, n - 1), drop_specs, max_size=n))
@@ -147,10 +148,11 @@ def test_exact_sum_over_u3_under_any_dropout_schedule(case) -> None:  # noqa: AN
 def heavy_dropouts(draw):
     n = draw(st.integers(3, 12))
     variant = draw(st.sampled_from(VARIANTS))
-    t = draw(st.integers(max(1, n // 2), n))
+    t = draw(st.integers(n // 2 + 1 if variant == "active" else max(1, n // 2), n))
     schedule = draw(st.dictionaries(st.integers(0, n - 1), drop_specs, min_size=1, max_size=n))
     sparse = n >= 6 and draw(st.booleans())
-    return n, variant, (2 if sparse else None), (min(t, 3) if sparse else t), schedule, draw(st.integers(0, 2**16))
+    t_sparse = max(2, min(t, 3)) if variant == "active" else min(t, 3)  # k = 2: 3 holders, active needs 2t > 3
+    return n, variant, (2 if sparse else None), (t_sparse if sparse else t), schedule, draw(st.integers(0, 2**16))
 
 
 @settings(max_examples=40)
@@ -175,16 +177,16 @@ def test_heavy_dropouts_abort_exactly_when_predicted(case) -> None:  # noqa: ANN
         assert np.array_equal(res.sum, plain_sum(xs, res.included, m))
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_dropped_after_masked_input_are_in_the_sum(variant: str) -> None:
+@pytest.mark.parametrize("variant,n,t", [("honest-but-curious", 8, 3), ("active", 12, 7)])  # active: 2t > n
+def test_dropped_after_masked_input_are_in_the_sum(variant: str, n: int, t: int) -> None:
     m = 2**16
-    xs = random_inputs(8, 12, m, 5)
+    xs = random_inputs(n, 12, m, 5)
     later = "consistency-check" if variant == "active" else "unmasking"
     drops = {0: "masked-input", 1: "masked-input:after", 2: later, 3: "unmasking", 4: "share-keys:after"}
-    res = run_secure_aggregation(xs, modulus=m, threshold=3, variant=variant, dropouts=drops, seed=1)
-    assert res.included == (1, 2, 3, 5, 6, 7)
-    assert set(res.sets["U2"]) == set(range(8)) and 0 not in res.sets["U3"] and 4 not in res.sets["U3"]
-    assert set(res.sets["U5"]) == {5, 6, 7}
+    res = run_secure_aggregation(xs, modulus=m, threshold=t, variant=variant, dropouts=drops, seed=1)
+    assert res.included == (1, 2, 3) + tuple(range(5, n))
+    assert set(res.sets["U2"]) == set(range(n)) and 0 not in res.sets["U3"] and 4 not in res.sets["U3"]
+    assert set(res.sets["U5"]) == set(range(5, n))
     assert np.array_equal(res.sum, plain_sum(xs, res.included, m))
 
 
@@ -426,7 +428,7 @@ def test_rounds_for_variants() -> None:
 # ------------------------------------------------------------------------------------------------
 def test_simulate_report_and_cli(capsys) -> None:  # noqa: ANN001
     rep = simulate(
-        clients=6, dim=20, modulus_bits=16, variant="active", threshold=3, drops=["0:unmasking", "1:masked-input:after"], seed=2
+        clients=6, dim=20, modulus_bits=16, variant="active", threshold=4, drops=["0:unmasking", "1:masked-input:after"], seed=2
     )
     assert rep["ok"] and rep["matches_plaintext"] and rep["aborted"] is None
     assert rep["sets"]["U3"] == [0, 1, 2, 3, 4, 5] and rep["sets"]["U5"] == [2, 3, 4, 5] and rep["bytes"]["total"] > 0

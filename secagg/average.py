@@ -56,9 +56,10 @@ import numpy as np
 from secagg.discretize import (
     Quantizer,
     _check_modulus,
+    _positive_finite,
     as_real_array,
     choose_modulus,
-    dequantize,
+    grid_sum,
     quantize,
     rounding_error_bound,
     scale_for_modulus,
@@ -192,9 +193,7 @@ def encode_clients(
     rseed = _rotation_seed(seed) if rotate else 0
     mode = "norm" if clip_norm is not None else "coordinate"
     if clip is not None or clip_norm is not None:
-        c = float(clip if clip is not None else clip_norm)  # type: ignore[arg-type]
-        if not math.isfinite(c) or c <= 0:
-            raise InvalidInput(f"clip must be finite and > 0, got {c}")
+        c = _positive_finite(clip if clip is not None else clip_norm, "clip")
     else:  # data-dependent default (a simulation convenience: nothing is clipped)
         if rotate:
             from secagg.discretize import RandomizedHadamard
@@ -303,16 +302,19 @@ def _decode(plan: _Plan, total: np.ndarray, included: tuple[int, ...], ledger: A
     vq = plan.quantizer
     c, s = vq.clip, vq.scale
     n3 = len(included)
-    flat = dequantize(np.asarray(total), n3, clip=c, scale=s, modulus=vq.modulus)
-    num, den = flat[:-1], float(flat[-1])  # N (rotated domain) and D c
-    b = rounding_error_bound(n3, c, s)
-    if not den > 2 * b:
+    # Work in grid units (the integers q = S - n3 K, exact in int64 since M > 2 n K): N s = q_num and
+    # D c s = q_den, so average = c q_num / q_den never forms N or D themselves, which overflow float64
+    # when n c is near the float range (c = 1e300), and the bound B s is free of s as well.
+    q = grid_sum(np.asarray(total), n3, clip=c, scale=s, modulus=vq.modulus).astype(np.float64)
+    q_num, q_den = q[:-1], float(q[-1])
+    b = rounding_error_bound(n3, c, s) * s  # the rounding bound B of the module docstring, in grid units
+    if not q_den > 2 * b:
         raise InvalidInput(
-            f"the survivors' total weight (decoded {den / c * plan.weight_bound:.3g}) is below the quantization "
-            f"resolution ({2 * b / c * plan.weight_bound:.3g}); use more bits or a smaller max_weight"
+            f"the survivors' total weight (decoded {q_den / (c * s) * plan.weight_bound:.3g}) is below the "
+            f"quantization resolution ({2 * b / (c * s) * plan.weight_bound:.3g}); use more bits or a smaller max_weight"
         )
-    avg_r = c * num / den
-    bound = 2 * c * b / (den - 2 * b) + 4 * c * _U
+    avg_r = c * (q_num / q_den)
+    bound = 2 * c * b / (q_den - 2 * b) + 4 * c * _U
     if vq.rotation is not None:
         p = vq.rotation.padded_dim
         levels = int(math.log2(p))
@@ -321,7 +323,7 @@ def _decode(plan: _Plan, total: np.ndarray, included: tuple[int, ...], ledger: A
     clipped = sum(plan.clipped[i] for i in included)
     return SecureAverageResult(
         average=np.asarray(average, dtype=np.float64),
-        total_weight=den / c * plan.weight_bound,
+        total_weight=q_den / (c * s) * plan.weight_bound,
         included=tuple(sorted(included)),
         protocol=proto,
         error_bound=float(bound),

@@ -11,6 +11,19 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = ("simulate", "cost", "trace")
+MAX_SEED = 1 << 256
+
+
+def seed_arg(text: str) -> int:
+    """argparse ``type=`` for ``--seed``: an integer in ``[0, 2**256)`` (the range :class:`secagg.drbg.Drbg`
+    accepts and numpy's ``SeedSequence`` needs), else a clean usage error instead of a traceback."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must lie in [0, 2**256), got {text}")
+    return value
 
 
 def build_parser(prog: str, package: str, commands: Sequence[str], description: str) -> argparse.ArgumentParser:

@@ -12,6 +12,11 @@ Notation: ``u`` this client, ``N(u)`` its neighbours in the graph (all others on
 * :meth:`Client.advertise_keys` (round 0): two X25519 key pairs ``(c_pk, c_sk)`` (share channel) and
   ``(s_pk, s_sk)`` (mask seeds); uploads both public keys, signed with the client's Ed25519 key in the
   active variant (emulated PKI: the verification keys of all clients are known to everyone).
+Active variant parameters: a client refuses ``2t <= |N(u)| + 1`` (see
+:func:`secagg.protocol.check_active_threshold`): with two disjoint groups of ``t`` holders a lying server
+could show each group a different U3 with ``t`` genuine signatures and collect both share types of a live
+peer; Bonawitz et al. require ``t > (n + n_C) / 2`` for active security.
+
 * :meth:`Client.share_keys` (round 1): receives the key list ``U1 ∩ (N(u) ∪ {u})``; checks it holds
   its own keys unchanged, at least ``t`` entries, only neighbours, pairwise distinct keys and (active)
   valid signatures. Draws the self-mask seed ``b_u`` and makes ``t``-of-``|H(u)|`` Shamir shares of
@@ -51,6 +56,7 @@ from secagg.drbg import Drbg
 from secagg.errors import (
     DecryptionFailed,
     InconsistentView,
+    InvalidInput,
     MalformedMessage,
     ProtocolAborted,
     ProtocolViolation,
@@ -165,6 +171,11 @@ class Client:
         self._recv_keys: dict[int, bytes] = {}
         if self.active and (signing_key is None or self._pki.get(self.id) != signing_key.public_bytes):
             raise ProtocolViolation("active variant: the client's signing key must be registered in the PKI")
+        holders = graph.n if graph.is_complete else graph.k + 1
+        if self.active and 2 * self.threshold <= holders:
+            # two disjoint groups of t holders could be shown different U3 lists, each with t genuine
+            # signatures over its own list (see secagg.protocol.check_active_threshold)
+            raise InvalidInput(f"active variant needs 2t > {holders} holders, got t = {self.threshold}")
 
     # ------------------------------------------------------------------------------------------
     # plumbing

@@ -276,14 +276,18 @@ class ModelRun:
 def _schedule(dropouts: Mapping[int, object] | None, n: int) -> dict[int, tuple[int, bool]]:
     """A dropout schedule as :func:`secagg.protocol.parse_dropouts` returns it (``client -> (round index,
     after)``); accepts that form or the user-facing ``client -> "round[:after]"`` form."""
+    if dropouts is None:
+        return {}
+    if not isinstance(dropouts, Mapping):
+        raise InvalidInput(f"dropouts must be a mapping client id -> round name, got {type(dropouts).__name__}")
     if not dropouts:
         return {}
     if all(isinstance(v, tuple) for v in dropouts.values()):
         out = {}
-        for u, (r, after) in dropouts.items():
-            if not (isinstance(u, int) and 0 <= u < n and isinstance(r, int) and 0 <= r < len(_ROUNDS)):
-                raise InvalidInput(f"bad dropout entry {u!r}: {(r, after)!r}")
-            out[u] = (r, bool(after))
+        for u, v in dropouts.items():
+            if not (len(v) == 2 and type(u) is int and 0 <= u < n and type(v[0]) is int and 0 <= v[0] < len(_ROUNDS)):
+                raise InvalidInput(f"bad dropout entry {u!r}: {v!r}")
+            out[u] = (v[0], bool(v[1]))
         return out
     from secagg.protocol import parse_dropouts
 
@@ -516,7 +520,9 @@ def model_ledger(
     and threshold are derived from ``seed`` exactly as the protocol derives them (the SecAgg+ relabelling
     is public randomness). If the run would abort, raises the same
     :class:`~secagg.errors.ProtocolAborted` (round and reason), with the ledger up to the abort attached
-    as ``exc.ledger``, as the protocol does.
+    as ``exc.ledger``, as the protocol does. As a pure cost calculator it also prices active-variant
+    thresholds with ``2t <= h`` that the protocol itself refuses (:func:`secagg.protocol.check_active_threshold`);
+    :func:`modular_run` refuses them like the protocol.
     """
     _check_pos(n, "n")
     _check_pos(d, "d")
@@ -565,8 +571,13 @@ def modular_run(
     n = len(rows)
     if n < 2:
         raise InvalidInput(f"secure aggregation needs n >= 2 clients, got {n}")
-    schedule = _schedule(dropouts, n)
+    from secagg.protocol import parse_dropouts
+
+    schedule = parse_dropouts(dropouts, n)  # the protocol's own validation: same accepted schedules
     g, t = _resolve(n, graph, variant, threshold, seed, neighbours, corrupt_fraction, dropout_fraction)
+    from secagg.protocol import check_active_threshold
+
+    check_active_threshold(g, t, variant)  # the protocol refuses these; so does its cryptography-free twin
     run = simulate_run(n, dim, m, graph=g, threshold=t, variant=variant, dropouts=schedule)
     if run.aborted is not None:
         run.aborted.ledger = run.ledger  # type: ignore[attr-defined]

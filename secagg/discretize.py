@@ -55,6 +55,7 @@ __all__ = [
     "clip_norm",
     "dequantize",
     "fwht",
+    "grid_sum",
     "make_rng",
     "next_power_of_two",
     "offset_for",
@@ -252,8 +253,14 @@ class RandomizedHadamard:
 
 # ------------------------------------------------------------------------------ rounding and the ring
 def offset_for(clip: float, scale: float) -> int:
-    """``K = ceil(c s)``: the shift that makes every rounded coordinate non-negative (``q in [-K, K]``)."""
-    return int(math.ceil(float(clip) * float(scale)))
+    """``K = ceil(c s)``: the shift that makes every rounded coordinate non-negative (``q in [-K, K]``).
+
+    :class:`OverflowRisk` when ``c s`` overflows float64 (no modulus ``<= 2^64`` could hold it anyway).
+    """
+    cs = float(clip) * float(scale)
+    if not math.isfinite(cs):
+        raise OverflowRisk(f"clip * scale = {float(clip)!r} * {float(scale)!r} overflows: no modulus <= 2^64 can hold it")
+    return int(math.ceil(cs))
 
 
 def stochastic_round(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -287,7 +294,17 @@ def dequantize(total: np.ndarray, n_summed: int, *, clip: float, scale: float, m
     """``(S - n K) / s`` for a sum ``S`` over Z_M of ``n_summed`` quantized vectors (no wrap assumed).
 
     When ``M > 2 n K`` the integer ``S - n K`` equals ``sum_u q_u`` exactly (it lies in ``[-nK, nK]``,
-    ``|.| < 2^63``); it is computed in uint64 with wrap-around and reinterpreted as int64.
+    ``|.| < 2^63``); it is computed in uint64 with wrap-around and reinterpreted as int64
+    (:func:`grid_sum`), then converted to float64 and divided by ``s``.
+    """
+    return grid_sum(total, n_summed, clip=clip, scale=scale, modulus=modulus).astype(np.float64) / scale
+
+
+def grid_sum(total: np.ndarray, n_summed: int, *, clip: float, scale: float, modulus: int) -> np.ndarray:
+    """``sum_u q_u = S - n K`` as int64 (exact when ``M > 2 n K``): the decoded sum in grid units ``1/s``.
+
+    Ratios of grid sums (e.g. a weighted average ``c q_num / q_den``) need no division by ``s``, so they
+    stay finite even when ``n c`` exceeds the float64 range.
     """
     k = offset_for(clip, scale)
     s = np.asarray(total)
@@ -296,8 +313,7 @@ def dequantize(total: np.ndarray, n_summed: int, *, clip: float, scale: float, m
     if s.size and (int(s.min()) < 0 or int(s.max()) >= modulus):
         raise InvalidInput("sum has elements outside [0, M)")
     shift = np.uint64((n_summed * k) % 2**64)
-    signed = (s.astype(np.uint64) - shift).view(np.int64)
-    return signed.astype(np.float64) / scale
+    return (s.astype(np.uint64) - shift).view(np.int64)
 
 
 def rounding_error_bound(n_summed: int, clip: float, scale: float) -> float:
@@ -373,7 +389,8 @@ def scale_for_modulus(n_clients: int, clip: float, modulus: int) -> float:
     k = min((m - 1) // (2 * n), AUTO_OFFSET_CAP)
     if k < 1:
         raise OverflowRisk(f"modulus {m} cannot hold the sum of {n} clients without wrapping (need M > 2n)")
-    s = k / c
+    # k / c overflows float64 for a tiny clip (e.g. c = 1e-300): start from the largest finite scale instead
+    s = min(k / c, float(np.finfo(np.float64).max))
     while offset_for(c, s) > k:
         s = float(np.nextafter(s, 0.0))
     return s

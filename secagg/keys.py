@@ -162,8 +162,9 @@ def verify_signature(public: bytes, signature: bytes, message: bytes) -> None:
 def derive_key(shared: bytes, *, session: bytes, purpose: str, u: int, v: int, length: int = 32) -> bytes:
     """HKDF-SHA256(ikm = shared, info = lp(label) || lp(purpose) || lp(session) || u64(u) || u64(v)).
 
-    ``(u, v)`` is ordered by the caller: pairwise mask seeds use ``(min, max)`` so both ends agree;
-    channel keys use ``(sender, receiver)``. ``lp(x) = u64_be(len(x)) || x``.
+    ``(u, v)`` is ordered by the caller: pairwise mask seeds and share-channel keys both use
+    ``(min, max)`` so both ends agree (the channel derives 64 bytes and uses one half per direction,
+    :func:`secagg.client.channel_keys`). ``lp(x) = u64_be(len(x)) || x``.
     """
     if not _is_bytes(shared) or len(shared) == 0:
         raise InvalidInput("shared secret must be non-empty bytes")

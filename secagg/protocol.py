@@ -22,6 +22,8 @@ Thresholds when ``threshold=None``:
   and the default t applies the complete-graph rule to the ``k + 1`` holders of each client's shares
   (``floor((k+1)/2) + 1`` or ``floor(2(k+1)/3) + 1``).
 On SecAgg+ ``t`` counts share holders among ``N(u) ∪ {u}`` (self-edge included), so ``t <= k + 1``.
+The active variant refuses ``2t <= h`` (``h = n`` or ``k + 1`` holders), where its consistency check cannot
+stop a server from collecting both share types of a live client (:func:`check_active_threshold`).
 
 Dropout schedule: ``dropouts[u]`` is the name of the first round in which client ``u`` sends nothing
 (``"masked-input"``: it shared its keys but never sends ``y_u``), or ``"<round>:after"``: it sends its
@@ -57,6 +59,7 @@ __all__ = [
     "Session",
     "run_secure_aggregation",
     "default_threshold",
+    "check_active_threshold",
     "parse_dropouts",
     "rounds_for",
 ]
@@ -72,6 +75,29 @@ def rounds_for(variant: str) -> tuple[str, ...]:
 def default_threshold(holders: int, variant: str) -> int:
     """``floor(h/2) + 1`` (honest-but-curious) or ``floor(2h/3) + 1`` (active) for ``h`` share holders."""
     return holders // 2 + 1 if variant != "active" else (2 * holders) // 3 + 1
+
+
+def check_active_threshold(graph: Graph, threshold: int, variant: str) -> None:
+    """Active variant: refuse ``2 t <= h``, ``h`` = holders of a client's shares (``n`` on the complete graph,
+    ``k + 1`` on SecAgg+, self-edge included).
+
+    Bonawitz et al. (CCS 2017, Sec. 4, Appendix A) prove privacy against an active server only for
+    ``t > (n + n_C) / 2`` (``n_C`` corrupt clients). With ``2 t <= h`` even ``n_C = 0`` is not enough: a
+    server tells two disjoint groups of ``>= t`` holders two different U3 (with and without a live
+    client v), forwards to each group only its own group's signatures -- all genuine, all over the U3 the
+    reader signed -- and collects ``b_v`` from one group and ``s_sk_v`` from the other. The defaults
+    (``floor(2h/3) + 1``) satisfy this and tolerate ``n_C < h/3``; ``h // 2 + 1`` is the smallest t accepted.
+    """
+    if variant != "active":
+        return
+    holders = graph.n if graph.is_complete else graph.k + 1
+    if 2 * int(threshold) <= holders:
+        raise InvalidInput(
+            f"active variant needs 2t > {holders} (the holders of each client's shares), got t = {threshold}: "
+            f"with t <= {holders // 2} a lying server can split the clients into two groups with different U3 "
+            f"and collect both share types of a live client; use t >= {holders // 2 + 1} "
+            f"(default {default_threshold(holders, variant)})"
+        )
 
 
 def parse_dropouts(dropouts: Mapping[int, str] | None, n: int) -> dict[int, tuple[int, bool]]:
@@ -224,6 +250,7 @@ class Session:
         self.graph, self.threshold = _setup_graph(
             n, graph, variant, threshold, neighbours, corrupt_fraction, dropout_fraction, root.child(b"graph")
         )
+        check_active_threshold(self.graph, self.threshold, variant)
         self.graph_name = graph
         self.n, self.dim, self.modulus, self.variant = n, d, m, variant
         drbgs = [root.child(b"client/" + u.to_bytes(4, "big")) for u in range(n)]
@@ -308,11 +335,15 @@ def run_secure_aggregation(
         inputs: ``n >= 2`` equal-length integer vectors with elements in ``[0, modulus)``; client ``u``
             holds ``inputs[u]``.
         modulus: M, ``2 <= M <= 2**64``.
-        threshold: Shamir threshold t (``1 <= t <= n``); None picks the default (module docstring).
+        threshold: Shamir threshold t (``1 <= t <= n``; active variant: ``2t > n``, or ``2t > k + 1`` on
+            SecAgg+); None picks the default (module docstring).
         graph: ``"complete"`` or ``"secagg+"`` (Harary graph; falls back to complete for small n).
         variant: ``"honest-but-curious"`` (rounds 0, 1, 2, 4) or ``"active"`` (signatures, round 3).
         dropouts: ``client -> round name`` (optionally ``":after"``), see module docstring.
-        seed: int, bytes or None (fresh randomness).
+        seed: int, bytes or None (fresh randomness). Every key and mask is a deterministic function of the
+            seed: never reuse a seed with *different* inputs, or the server sees ``y_u - y'_u = x_u - x'_u``
+            (a two-time pad). Callers that run many sessions derive one seed per session (e.g. a hash of a
+            base seed and a call counter).
         neighbours: SecAgg+ degree k (even, ``2 <= k < n``), overriding the parameter finder.
         corrupt_fraction, dropout_fraction: gamma, delta for the SecAgg+ parameter finder.
         server_class: alternative Server (tests: malicious servers). interceptor: hook on the wire.

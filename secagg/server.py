@@ -318,6 +318,11 @@ class Server:
             if tuple(v for v, _ in msg.b_shares) != req.survivors or tuple(v for v, _ in msg.key_shares) != req.dropped:
                 self.rejected[cid] = ProtocolViolation("response does not answer the request")
                 continue
+            if any(int.from_bytes(sh, "big") >= shamir.PRIME for _, sh in msg.b_shares + msg.key_shares):
+                # a non-canonical field element is a malformed upload (this client is dropped), not a
+                # reason to abort every reconstruction that would otherwise pick it
+                self.rejected[cid] = MalformedMessage("a share is not an element of the Shamir field")
+                continue
             for v, sh in msg.b_shares:
                 b_sh.setdefault(v, {})[cid] = sh
             for v, sh in msg.key_shares:

@@ -12,7 +12,7 @@ import math
 import sys
 
 from secagg.cost import our_model, paper_model, paper_modulus
-from secagg.errors import SecAggError
+from secagg.errors import InvalidInput, SecAggError
 
 NAME = "cost"
 HELP = "per-client bytes and expansion factor: the paper's model beside ours (no protocol run)"
@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         if args.graph == "secagg+":
             if args.neighbours is not None:
                 k = args.neighbours
+                if k % 2 or not 2 <= k < n:  # the protocol's Harary graph needs the same (secagg.graph)
+                    raise InvalidInput(f"Harary degree k must be even with 2 <= k < n = {n}, got {k}")
                 graph = "secagg+"
             else:
                 from secagg.graph import find_secagg_plus_params

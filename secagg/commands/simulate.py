@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import numpy as np
 
 from secagg import ring
+from secagg.cli import seed_arg
 from secagg.errors import InvalidInput, ProtocolAborted, SecAggError
 from secagg.messages import ROUNDS
 
@@ -46,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ID:ROUND",
         help=f"drop client ID from ROUND on (one of {', '.join(ROUNDS)}; append ':after' to drop after sending); repeatable",
     )
-    parser.add_argument("--seed", "-s", type=int, default=0, help="seed of inputs, dropouts and protocol randomness (default 0)")
+    parser.add_argument("--seed", "-s", type=seed_arg, default=0, help="seed of inputs, dropouts and protocol randomness (default 0)")
     parser.add_argument("--real", action="store_true",
                         help="real-valued Gaussian inputs: one secure weighted average (secagg.secure_average), "
                              "checked against the plaintext weighted average over U3 within the stated bound")
@@ -86,6 +88,12 @@ def sample_dropouts(n: int, rate: float, variant: str, seed: int) -> dict[int, s
     drops = rng.random(n) < rate
     which = rng.integers(0, len(rounds), n)
     return {u: rounds[int(which[u])] for u in range(n) if drops[u]}
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 256:
+        raise InvalidInput(f"seed must be an int in [0, 2**256), got {seed!r}")
+    return seed
 
 
 def _parse_drop(spec: str) -> tuple[int, str]:
@@ -132,7 +140,7 @@ def simulate(
         raise InvalidInput(f"--clients must be an int >= 2, got {clients!r}")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise InvalidInput(f"--dim must be an int >= 1, got {dim!r}")
-    schedule = sample_dropouts(clients, dropout_rate, variant, seed)
+    schedule = sample_dropouts(clients, dropout_rate, variant, _check_seed(seed))
     for spec in drops:
         u, rnd = _parse_drop(spec)
         schedule[u] = rnd
@@ -246,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
                 drops=args.drop, seed=args.seed, weights=args.weights, clip=args.clip, backend=args.backend,
             )
         except SecAggError as exc:
-            print(f"error: {exc}")
+            print(f"secagg simulate: error: {exc}", file=sys.stderr)
             return 2
         print(json.dumps(rep, indent=2) if args.json else format_real_report(rep))
         return 0 if rep["ok"] else 1
@@ -265,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     except SecAggError as exc:
-        print(f"error: {exc}")
+        print(f"secagg simulate: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(rep, indent=2) if args.json else format_report(rep))
     return 0 if rep["ok"] else 1
@@ -315,7 +323,7 @@ def simulate_real(
         raise InvalidInput(f"--clients must be an int >= 2, got {clients!r}")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise InvalidInput(f"--dim must be an int >= 1, got {dim!r}")
-    schedule = sample_dropouts(clients, dropout_rate, variant, seed)
+    schedule = sample_dropouts(clients, dropout_rate, variant, _check_seed(seed))
     for spec in drops:
         u, rnd = _parse_drop(spec)
         schedule[u] = rnd

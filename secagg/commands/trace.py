@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from secagg.cli import seed_arg
 from secagg.errors import InvalidInput, ProtocolAborted, SecAggError
 
 NAME = "trace"
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=("honest-but-curious", "active"), default="honest-but-curious")
     p.add_argument("--graph", choices=("complete", "secagg+"), default="complete")
     p.add_argument("--neighbours", "-k", type=int, default=None, help="SecAgg+ degree k")
-    p.add_argument("--seed", "-s", type=int, default=0, help="seed of inputs and protocol randomness (default 0)")
+    p.add_argument("--seed", "-s", type=seed_arg, default=0, help="seed of inputs and protocol randomness (default 0)")
     p.add_argument("--json", action="store_true", help="print the transcript as JSON")
 
 
