@@ -178,7 +178,7 @@ def test_cga_reaches_its_target_once_it_has_one_observation():
     head = (0, k, d_in)
     g = torch.Generator().manual_seed(0)
     honest = torch.randn(dim, generator=g, dtype=torch.float64)
-    c = make_corruption("cga")
+    c = make_corruption("cga", target="moving")  # re-derives the shifted target every round
     w = torch.randn(dim, generator=g, dtype=torch.float64)
     weights = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)
     mask = torch.tensor([False, False, True])

@@ -464,6 +464,35 @@ def _seed_bytes(seed: int | bytes | str | None) -> bytes:
 
 DropoutSchedule = Mapping[int, str] | Callable[[int, int], Mapping[int, str]]
 
+_NUMPY_DTYPES = (torch.float64, torch.float32, torch.float16)
+
+
+def _host_array(x: torch.Tensor) -> np.ndarray:
+    """``x`` as a numpy array on the host for ``secure_average``, converted once and never widened here.
+
+    float64/float32/float16 CPU tensors are handed over as a zero-copy view (``secure_average`` makes its
+    own float64 copy, and every float32/float16 value is exactly representable in float64, so the
+    encodings are the same bits as from a float64 copy made here); an accelerator tensor is copied to
+    the host once; dtypes numpy lacks (bfloat16) are widened to float64 on the tensor side (exact).
+    """
+    t = x.detach().resolve_conj().resolve_neg()  # no-ops unless a lazy view bit is set (numpy refuses those)
+    if t.dtype not in _NUMPY_DTYPES:
+        t = t.to(dtype=torch.float64)
+    return t.cpu().numpy()
+
+
+def _ledger_totals(ledger: Any) -> tuple[int, int, int]:
+    """``(bytes up, bytes down, number of clients with at least one message)`` of a ledger, one pass."""
+    up = down = 0
+    clients: set[int] = set()
+    for en in ledger.entries:
+        if en.direction == "up":
+            up += en.nbytes
+        else:
+            down += en.nbytes
+        clients.add(en.client)
+    return int(up), int(down), len(clients)
+
 
 class SecAggOracle(SecureAverageOracle):
     """Discretize + the full secure aggregation protocol on every call (``secure_average(backend="protocol")``).
@@ -546,7 +575,7 @@ class SecAggOracle(SecureAverageOracle):
         cseed = self.call_seed(index)
         schedule = self._schedule(index, m, cseed)
         wb = float(weight_bound) if weight_bound is not None else float(beta.max())
-        xs = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+        xs = _host_array(x)
         c = value_bound if value_bound is not None else self.value_bound
         res = secure_average(xs, beta.numpy(), seed=cseed, clip=c, max_weight=wb, dropouts=schedule or None,
                              backend=self.backend, **self.options)
@@ -554,15 +583,10 @@ class SecAggOracle(SecureAverageOracle):
         out = np.asarray(res.average, dtype=np.float64)
         bound = math.inf if int(res.clipped) else float(res.error_bound)
         survivors = tuple(int(i) for i in res.included)
-        ledger = res.ledger
-        up = sum(en.nbytes for en in ledger.entries if en.direction == "up")
-        down = sum(en.nbytes for en in ledger.entries if en.direction == "down")
-        per: dict[int, int] = {}
-        for en in ledger.entries:
-            per[en.client] = per.get(en.client, 0) + en.nbytes
+        up, down, clients = _ledger_totals(res.ledger)
         call = OracleCall(dim=d, n_clients=m, survivors=survivors, weights=beta.clone(),
-                          effective_weights=_effective(beta, survivors), bytes_up=int(up), bytes_down=int(down),
-                          bytes_per_client=float(sum(per.values())) / max(1, len(per)), error_bound=bound,
+                          effective_weights=_effective(beta, survivors), bytes_up=up, bytes_down=down,
+                          bytes_per_client=float(up + down) / max(1, clients), error_bound=bound,
                           backend=self.backend, seed=cseed, dropouts=schedule,
                           clipped=int(res.clipped))
         return torch.from_numpy(out), call

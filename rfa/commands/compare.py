@@ -5,6 +5,11 @@ multinomial logistic model, Dirichlet label skew over 50 clients): aggregators {
 one-step-rfa, rlr, norm-clipping, coordinate-median, trimmed-mean, multi-krum} x corruptions
 {none, data-poisoning, omniscient, gaussian} x rho {0, 0.1, 0.25} x 3 seeds, and writes
 ``results.csv``, ``results.json``, ``table.md`` and three PNG plots to ``--out``.
+
+The default oracle is ``modular``: bit-identical to running the faithful secagg protocol, and the same
+on every machine (``--oracle auto`` picks by a timing probe and is therefore machine-dependent).
+Every configuration is validated before the first run: a bad name or value is one clear line on
+stderr and exit status 2, never a traceback and never a half-written output folder.
 """
 
 from __future__ import annotations
@@ -33,8 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="linear (default) | convnet | lstm")
     p.add_argument("--partition", default=None, help="dirichlet (default) | iid | natural")
     p.add_argument("--dirichlet-alpha", type=float, default=None)
-    p.add_argument("--oracle", default="auto", choices=("auto", "ideal", "modular", "secagg"),
-                   help="secure average oracle (auto: modular when fast enough, else ideal)")
+    p.add_argument("--oracle", default="modular", choices=("modular", "ideal", "secagg", "auto"),
+                   help="secure average oracle (default modular: bit-identical to the faithful secagg protocol, so the "
+                        "default study gives the same numbers on every machine; ideal: plain weighted mean, bytes priced "
+                        "by the cost model; secagg: the real protocol, slow; auto: modular if a timing probe on THIS "
+                        "machine predicts it is fast enough, else ideal -- the choice, hence the numbers, then depend "
+                        "on the machine)")
     p.add_argument("--aggregators", type=_csv, default=None, help="comma list (default: the 8 of the study)")
     p.add_argument("--corruptions", type=_csv, default=None, help="comma list (default: none,data-poisoning,omniscient,gaussian)")
     p.add_argument("--rhos", type=lambda s: [float(x) for x in _csv(s)], default=None, help="comma list (default: 0,0.1,0.25)")
@@ -57,7 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def choose_oracle(requested: str, n_calls_estimate: int, m: int, d: int, budget_s: float = 60.0) -> tuple[str, str]:
     """Pick the oracle for ``auto``: modular (bit-identical to the faithful protocol) when the sweep's
-    estimated oracle time fits ``budget_s``, else ideal (bytes then priced by the cost model)."""
+    estimated oracle time fits ``budget_s``, else ideal (bytes then priced by the cost model).
+
+    ``auto`` is opt-in, never the default: the estimate is a wall-clock probe of this machine, so the
+    same command can pick different oracles (and report different accuracies) on different machines
+    or under different load. The default, ``modular``, is deterministic."""
     if requested != "auto":
         return requested, f"{requested} (requested)"
     try:
@@ -80,6 +93,27 @@ def choose_oracle(requested: str, n_calls_estimate: int, m: int, d: int, budget_
         return "modular", f"modular ({per * 1e3:.1f} ms/call, bit-identical to the faithful secagg protocol)"
     return "ideal", (f"ideal (modular would take ~{est:.0f} s for {n_calls_estimate} calls at {per * 1e3:.1f} ms/call; "
                      "bytes are priced by the secagg cost model)")
+
+
+def _argv_of(args: argparse.Namespace) -> str:
+    """The flags of ``args`` that differ from the defaults, as a command line (for results.json)."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_arguments(p)
+    defaults = vars(p.parse_args([]))
+    parts = []
+    for k, v in vars(args).items():
+        if k.startswith("_") or k not in defaults or v == defaults[k]:
+            continue
+        flag = "--" + k.replace("_", "-")
+        if k == "full":
+            parts.append("--full" if v else "--quick")
+        elif isinstance(v, bool):
+            parts.append(flag)
+        elif isinstance(v, list):
+            parts.append(f"{flag} {','.join(str(x) for x in v)}")
+        else:
+            parts.append(f"{flag} {v}")
+    return " ".join(parts)
 
 
 def build_sweep(args: argparse.Namespace):
@@ -130,21 +164,34 @@ def run(args: argparse.Namespace) -> int:
     try:
         sweep = build_sweep(args)
         configs = ex.expand(sweep)
-        from rfa.fl.loop import build_data
+        from rfa.fl.loop import build_data, make_aggregator, resolve_device
         from rfa.fl.models import make_model
 
+        # validate every configuration (names, ranges, aggregator parameters, device) before any run starts
+        resolve_device(sweep.base.device)
+        seen: set[str] = set()
+        for c in configs:
+            c.replace(oracle="ideal" if args.oracle == "auto" else args.oracle).validate()
+            key = json.dumps([c.aggregator, c.aggregator_params], sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                make_aggregator(c.aggregator, **c.aggregator_params)
         data = build_data(sweep.base)
+        if sweep.base.clients_per_round > data.num_clients:
+            raise ex.InvalidInput(f"--clients-per-round {sweep.base.clients_per_round} exceeds the {data.num_clients} "
+                                  f"clients of {sweep.base.dataset!r}")
         dim = make_model(sweep.base.model, data.input_shape, data.num_classes, **sweep.base.model_params).dim
         secure_aggs = {"fedavg": 1, "rfa": 3, "one-step-rfa": 1, "rlr": 1, "norm-clipping": 1}
         n_calls = sum(secure_aggs.get(c.aggregator, 0) * c.rounds for c in configs)
-        oracle, why = choose_oracle(args.oracle, n_calls, min(sweep.base.clients_per_round, data.num_clients), dim,
-                                    budget_s=60.0 * max(1, jobs))
+        oracle, why = choose_oracle(args.oracle, n_calls, sweep.base.clients_per_round, dim, budget_s=60.0 * max(1, jobs))
+        if args.oracle == "modular":
+            why = "modular (discretized modular sum, bit-identical to the faithful secagg protocol; deterministic)"
         configs = [c.replace(oracle=oracle) for c in configs]
-    except (SecAggError, DataUnavailable) as exc:
+        out = Path(args.out) if args.out else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S", time.gmtime())
+        out.mkdir(parents=True, exist_ok=True)
+    except (SecAggError, DataUnavailable, ValueError, OSError) as exc:
         print(f"rfa compare: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S", time.gmtime())
-    out.mkdir(parents=True, exist_ok=True)
     b = sweep.base
     print(f"rfa compare: {len(configs)} runs ({len(sweep.aggregators)} aggregators x corruptions x rho {list(sweep.rhos)} x "
           f"{len(sweep.seeds)} seeds; rho=0 run once per aggregator and seed)")
@@ -153,11 +200,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"  oracle: {why}")
     try:
         results = ex.run_sweep(configs, progress=not args.no_progress, jobs=jobs)
-    except (SecAggError, DataUnavailable) as exc:
+    except (SecAggError, DataUnavailable, ValueError) as exc:
         print(f"rfa compare: {exc}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - t_start
-    meta = {"command": "rfa compare " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "rfa compare", "oracle_choice": why,
+    meta = {"command": "rfa compare " + _argv_of(args), "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+            "oracle_choice": why,
             "base_config": b.replace(oracle=configs[0].oracle).to_dict(), "aggregators": list(sweep.aggregators), "corruptions": list(sweep.corruptions),
             "rhos": list(sweep.rhos), "seeds": list(sweep.seeds), "wall_time_s": wall, "jobs": jobs}
     paths = ex.write_results(out, results, meta=meta)

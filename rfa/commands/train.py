@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         res = run_fl(cfg, progress=progress)
-    except (SecAggError, DataUnavailable) as exc:
+    except (SecAggError, DataUnavailable, ValueError) as exc:
         print(f"rfa train: {exc}", file=sys.stderr)
         return 2
     f = res.final
@@ -122,7 +122,11 @@ def run(args: argparse.Namespace) -> int:
         from rfa.fl.experiments import _json_safe
 
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"rfa train: cannot write results to {out}: {exc}", file=sys.stderr)
+            return 2
         (out / "result.json").write_text(json.dumps(_json_safe(res.to_dict()), indent=1))
         print(f"  saved: {out / 'result.json'}")
     return 0

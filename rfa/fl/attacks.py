@@ -25,8 +25,12 @@ clients; ``weights`` are the clients' ``alpha_i``):
   ``random``     random attack (seed 001): N(0, scale^2 I) vectors;
   ``cga``        counter-gradient attack (seed 003 Section 5.1, eqs. 5-6): estimate the honest
                  aggregate from the last global step, then send the update that moves the global
-                 model onto the target (the current model with its output classes cyclically shifted,
-                 k -> k + 1); ``radius`` projects it on an l2 ball (Proposition 1, l2 case).
+                 model onto the attacker's target theta_s; ``radius`` projects it on an l2 ball
+                 (Proposition 1, l2 case). ``target="fixed"`` (default, as in seed 003: theta_s does
+                 not change) takes theta_s = the first non-zero global model the attacker observes
+                 with its output classes cyclically shifted (k -> k + 1; negated when the model has
+                 no classification head); ``target="moving"`` re-derives that shift from the current
+                 model every round (a stronger, untargeted class-rotation variant).
 """
 
 from __future__ import annotations
@@ -144,7 +148,7 @@ class Corruption:
         if name in ("backdoor", "distributed-backdoor"):
             self._backdoor(data, x, y, rows, rng, distributed=name == "distributed-backdoor")
         else:
-            idx = torch.from_numpy(np.concatenate(rows))
+            idx = torch.from_numpy(np.concatenate(rows)).to(x.device)
             if name == "image-negation":
                 if data.kind != "image":
                     raise InvalidInput("image negation needs image data")
@@ -181,13 +185,13 @@ class Corruption:
         value = float(self.params.get("value", 1.0))
         masks = self._trojan_masks(data)
         for j, r in enumerate(rows):
-            r = torch.from_numpy(r)
+            r = torch.from_numpy(r).to(y.device)  # data may already live on the GPU
             cand = r[(y[r] == base)]
             k = int(round(frac * len(cand)))
             if k == 0:
                 continue
-            pick = cand[torch.from_numpy(rng.permutation(len(cand))[:k])]
-            pat = masks[j % len(masks)]
+            pick = cand[torch.from_numpy(rng.permutation(len(cand))[:k]).to(y.device)]
+            pat = masks[j % len(masks)].to(x.device)
             xs = x[pick]
             xs[:, :, pat] = value
             x[pick] = xs
@@ -268,14 +272,16 @@ class Corruption:
         if not bool(mask.any()):
             st["prev_q"], st["prev_a"] = 0.0, None
             return updates
-        target = w.detach().clone()
-        if head is not None:
-            off, k, fan = head  # flat offset of the output layer weight (k x fan) followed by bias (k)
-            wt = target[off : off + k * fan].reshape(k, fan)
-            target[off : off + k * fan] = torch.roll(wt, 1, dims=0).reshape(-1)
-            target[off + k * fan : off + k * fan + k] = torch.roll(target[off + k * fan : off + k * fan + k], 1)
+        mode = str(self.params.get("target", "fixed"))
+        if mode not in ("fixed", "moving"):
+            raise InvalidInput(f"cga target must be 'fixed' or 'moving', got {mode!r}")
+        fixed = st.get("target")
+        if mode == "fixed" and fixed is not None:
+            target = fixed
         else:
-            target = -target
+            target = self._shifted(w, head)
+            if mode == "fixed" and bool((w != 0).any()):
+                st["target"] = target  # theta_s: fixed from the first informative model on (seed 003)
         wts = weights.to(device=updates.device, dtype=updates.dtype)
         mask = mask.to(updates.device)
         q = float(wts[mask].sum() / wts.sum())
@@ -289,6 +295,19 @@ class Corruption:
         out = updates.clone()
         out[mask] = a
         return out
+
+    @staticmethod
+    def _shifted(w: torch.Tensor, head: tuple[int, int, int] | None) -> torch.Tensor:
+        """``w`` with its output classes cyclically shifted (k -> k + 1), or ``-w`` without a head."""
+        target = w.detach().clone()
+        if head is not None:
+            off, k, fan = head  # flat offset of the output layer weight (k x fan) followed by bias (k)
+            wt = target[off : off + k * fan].reshape(k, fan)
+            target[off : off + k * fan] = torch.roll(wt, 1, dims=0).reshape(-1)
+            target[off + k * fan : off + k * fan + k] = torch.roll(target[off + k * fan : off + k * fan + k], 1)
+        else:
+            target = -target
+        return target
 
 
 def make_corruption(name: str, **params: Any) -> Corruption:

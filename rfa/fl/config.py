@@ -32,17 +32,19 @@ class FLConfig:
         model: ``linear`` | ``convnet`` | ``lstm``; ``model_params`` go to its constructor.
         partition: ``natural`` | ``iid`` | ``dirichlet``; ``dirichlet_alpha`` its concentration.
         num_clients: n for iid/dirichlet partitions (natural partitions use the data's groups).
-        clients_per_round: m, sampled without replacement each round.
+        clients_per_round: m <= n, sampled without replacement each round (an error when m > n).
         rounds: T outer iterations.
-        local_steps: tau minibatch SGD steps per client per round; when ``None``, ``local_epochs``
-            passes over the client's data (ceil(E N_i / B) steps, so steps differ between clients).
+        local_steps: tau minibatch SGD steps per client per round, minibatches drawn with replacement
+            (Algorithm 1 line 6); when ``None``, ``local_epochs`` passes over the client's data
+            (ceil(E N_i / B) steps over fresh permutations, so steps differ between clients).
         batch_size, lr: minibatch size and local step size gamma; ``lr_decay_every``/``lr_decay`` halve
             (multiply) gamma every so many rounds, as in the paper's Shakespeare script.
         server_lr: the server step ``w <- w + server_lr * aggregate(updates)``.
         aggregator, aggregator_params: a name of ``rfa.aggregators.NAMES`` and its parameters.
         oracle, oracle_params: ``ideal`` | ``modular`` | ``secagg`` and their options (``seed`` is
             derived from ``seed`` when not given).
-        corruption, rho, corruption_params: the corruption model (see ``rfa.fl.attacks``) and level.
+        corruption, rho, corruption_params: the corruption model (see ``rfa.fl.attacks``) and level
+            rho in [0, 1/2) (eq. 5: the share of the total weight held by corrupted clients).
         personalized: run Algorithm 4 (shared w + per-client u_i).
         test_fraction: held-out fraction when the data set has no test split.
         local_test_fraction: fraction of each client's data held out for local (personalized) accuracy.
@@ -92,8 +94,11 @@ class FLConfig:
             raise ConfigError("clients_per_round must be >= 1")
         if self.num_clients < 1:
             raise ConfigError("num_clients must be >= 1")
-        if not 0.0 <= self.rho < 1.0:
-            raise ConfigError("rho (eq. 5) must lie in [0, 1)")
+        if not 0.0 <= self.rho < 0.5:
+            raise ConfigError(f"rho (eq. 5) must lie in [0, 0.5) (the geometric median's breakdown point is 1/2), got {self.rho}")
+        if self.partition != "natural" and self.clients_per_round > self.num_clients:
+            raise ConfigError(f"clients_per_round m={self.clients_per_round} exceeds the number of clients n={self.num_clients} "
+                              "(Algorithm 1 samples m of n without replacement)")
         if self.local_steps is None and (self.local_epochs is None or self.local_epochs <= 0):
             raise ConfigError("set local_steps >= 1 or local_epochs > 0")
         if self.local_steps is not None and self.local_steps < 1:
@@ -104,9 +109,26 @@ class FLConfig:
             raise ConfigError(f"unknown oracle {self.oracle!r}; choose ideal, modular or secagg")
         if self.eval_every < 1:
             raise ConfigError("eval_every must be >= 1")
+        self._check_names()
         if not 0.0 <= self.test_fraction < 1.0 or not 0.0 <= self.local_test_fraction < 1.0:
             raise ConfigError("test fractions must lie in [0, 1)")
         return self
+
+    def _check_names(self) -> None:
+        """Unknown aggregator / corruption / model / partition / executor names are typed errors here,
+        before any data is loaded or any run starts (the CLIs validate every config of a sweep first)."""
+        from rfa.aggregators import NAMES as aggregators
+
+        from .attacks import CORRUPTIONS
+        from .executor import EXECUTORS
+        from .models import MODELS
+        from .partition import PARTITIONS
+
+        for what, value, allowed in (("aggregator", self.aggregator, aggregators), ("corruption", self.corruption, CORRUPTIONS),
+                                     ("model", self.model, MODELS), ("partition", self.partition, PARTITIONS),
+                                     ("executor", self.executor, EXECUTORS)):
+            if value not in allowed:
+                raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

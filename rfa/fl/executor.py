@@ -4,7 +4,8 @@
 models are the rows of an ``(m, d)`` matrix and every step is one batched forward/backward
 (``torch.baddbmm`` for the linear model, ``vmap`` otherwise); no Python loop over samples, and for
 the linear model none over clients either. Minibatches follow Algorithm 1 line 6 (``z ~ D_i``: drawn
-uniformly with replacement from the client's data) from a per-client generator seeded by
+uniformly with replacement from the client's data) for tau local steps, or are passes over fresh
+permutations of the client's data for local epochs, from a per-client generator seeded by
 ``(round seed, client id)``, so the minibatches do not depend on how clients are grouped: the serial
 and the threaded executor compute the same steps (equal up to floating-point summation order).
 
@@ -39,6 +40,9 @@ class LocalTask:
 
     ``start`` is ``(m, d)``: row ``j`` is where client ``clients[j]`` starts (``w^(t)``, or
     ``w^(t) + u_i`` for personalization). ``steps[j]`` is its number of SGD steps tau_j.
+    ``epochs``: minibatches are consecutive chunks of fresh random permutations of the client's data
+    (passes without replacement, as the reference scripts' local epochs); otherwise (tau steps,
+    Algorithm 1 line 6 ``z ~ D_i``) each minibatch is drawn uniformly with replacement.
     """
 
     model: FlatModel
@@ -49,6 +53,7 @@ class LocalTask:
     batch_size: int
     lr: float
     seed: int
+    epochs: bool = False
 
 
 class Executor(Protocol):
@@ -66,7 +71,13 @@ def _indices(task: LocalTask, rows: np.ndarray, max_steps: int) -> torch.Tensor:
         n_i = int(off[c + 1] - off[c])
         g = torch.Generator().manual_seed((int(task.seed) * 1_000_003 + c) % (2**63))
         s = int(task.steps[r])
-        out[:s, j] = int(off[c]) + torch.randint(0, n_i, (s, b), generator=g)
+        if task.epochs:
+            # ceil(s b / n_i) passes, each a fresh permutation; batches may straddle two passes
+            passes = -(-s * b // n_i)
+            perm = torch.cat([torch.randperm(n_i, generator=g) for _ in range(passes)])[: s * b]
+            out[:s, j] = int(off[c]) + perm.reshape(s, b)
+        else:
+            out[:s, j] = int(off[c]) + torch.randint(0, n_i, (s, b), generator=g)
     return out
 
 

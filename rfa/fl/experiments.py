@@ -60,6 +60,10 @@ CSV_COLUMNS = (
     "aggregator", "corruption", "rho", "seed", "accuracy", "secure_calls_per_round", "bytes_per_client_per_round",
     "max_effective_weight", "secure_compatible", "realised_rho", "test_loss", "backdoor_accuracy", "local_accuracy",
     "oracle", "dataset", "model", "rounds", "clients_per_round", "num_clients", "wall_time_s",
+    # config reference: the row's run is ``results.json["runs"][config_index]`` (its full FLConfig);
+    # the fields that differ between studies are repeated here so the CSV stands on its own
+    "config_index", "partition", "dirichlet_alpha", "local_steps", "local_epochs", "batch_size", "lr", "server_lr",
+    "aggregator_params", "corruption_params", "personalized", "device",
 )
 
 
@@ -132,9 +136,16 @@ def expand(sweep: Sweep) -> list[FLConfig]:
     return out
 
 
-def _row(res: RunResult) -> dict[str, Any]:
+def _row(res: RunResult, index: int | None = None) -> dict[str, Any]:
     c, f = res.config, res.final
     return {
+        "config_index": index, "partition": c["partition"],
+        "dirichlet_alpha": c["dirichlet_alpha"] if c["partition"] == "dirichlet" else None,
+        "local_steps": c["local_steps"], "local_epochs": c["local_epochs"] if c["local_steps"] is None else None,
+        "batch_size": c["batch_size"], "lr": c["lr"], "server_lr": c["server_lr"],
+        "aggregator_params": json.dumps(c["aggregator_params"], sort_keys=True),
+        "corruption_params": json.dumps(c["corruption_params"], sort_keys=True),
+        "personalized": bool(c["personalized"]), "device": res.info.get("device", c["device"]),
         "aggregator": c["aggregator"], "corruption": c["corruption"], "rho": c["rho"], "seed": c["seed"],
         "accuracy": f["accuracy"], "secure_calls_per_round": f["secure_calls_per_round"],
         "bytes_per_client_per_round": f["bytes_per_client_per_round"], "max_effective_weight": f["max_effective_weight"],
@@ -271,7 +282,7 @@ def write_results(out_dir: str | os.PathLike, results: list[RunResult], *, meta:
     run's config and history, and ``meta``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [_row(r) for r in results]
+    rows = [_row(r, i) for i, r in enumerate(results)]
     csv_path = out / "results.csv"
     with csv_path.open("w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))

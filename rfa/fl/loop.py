@@ -200,7 +200,10 @@ def run(
     if data is None:
         data = build_data(cfg)
     n = data.num_clients
-    m = min(cfg.clients_per_round, n)
+    if cfg.clients_per_round > n:
+        raise ConfigError(f"clients_per_round m={cfg.clients_per_round} exceeds the {n} clients of {data.name!r} "
+                          "(Algorithm 1 samples m of n without replacement)")
+    m = cfg.clients_per_round
     rng = np.random.default_rng([cfg.seed, 1])
     sizes = data.sizes()
     if (sizes <= 0).any():
@@ -231,6 +234,7 @@ def run(
     cum_calls = 0
     lr = cfg.lr
     max_eff_seen = 0.0
+    epochs = cfg.local_steps is None  # local epochs: passes over the client's data without replacement
     for t in range(cfg.rounds):
         if cfg.lr_decay_every and t > 0 and t % cfg.lr_decay_every == 0:
             lr *= cfg.lr_decay
@@ -242,9 +246,10 @@ def run(
         round_seed = int(np.random.default_rng([cfg.seed, 4, t]).integers(0, 2**62))
         if u is None:
             start = w.unsqueeze(0).expand(m, -1).contiguous()
-            local = executor.run(LocalTask(model, data, clients, start, steps, cfg.batch_size, lr, round_seed))
+            local = executor.run(LocalTask(model, data, clients, start, steps, cfg.batch_size, lr, round_seed, epochs=epochs))
         else:
-            local, u_new = personalized_local_round(executor, model, data, clients, w, u, steps, cfg.batch_size, lr, round_seed)
+            local, u_new = personalized_local_round(executor, model, data, clients, w, u, steps, cfg.batch_size, lr, round_seed,
+                                                    epochs=epochs)
             u[torch.as_tensor(clients, device=device)] = u_new
         updates = local - w.unsqueeze(0)
         weights = torch.as_tensor(alpha_all[clients], dtype=torch.float64)
@@ -253,7 +258,8 @@ def run(
                                              server_lr=cfg.server_lr, head=head)
         finite = torch.isfinite(updates).all(dim=1).cpu()
         n_calls_before = len(oracle.calls)
-        rec: dict[str, Any] = {"round": t + 1, "lr": lr, "corrupted_selected": int(mask.sum()), "dropped_nonfinite": int((~finite).sum())}
+        rec: dict[str, Any] = {"round": t + 1, "lr": lr, "clients": clients.tolist(), "corrupted_selected": int(mask.sum()),
+                               "dropped_nonfinite": int((~finite).sum())}
         if bool(finite.any()):
             keep = finite.nonzero().flatten()
             out = aggregator(updates[keep.to(device)], weights[keep], oracle)

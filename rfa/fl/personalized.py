@@ -30,7 +30,7 @@ __all__ = ["personalized_local_round"]
 
 def personalized_local_round(
     executor: Executor, model: FlatModel, data: FederatedData, clients: np.ndarray, w: torch.Tensor,
-    u: torch.Tensor, steps: np.ndarray, batch_size: int, lr: float, seed: int,
+    u: torch.Tensor, steps: np.ndarray, batch_size: int, lr: float, seed: int, epochs: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 4 lines 1-6 for the selected ``clients``.
 
@@ -43,8 +43,8 @@ def personalized_local_round(
     idx = torch.as_tensor(clients, device=u.device, dtype=torch.long)
     u_sel = u[idx]
     start1 = w.unsqueeze(0) + u_sel
-    p1 = executor.run(LocalTask(model, data, clients, start1, steps, batch_size, lr, seed=2 * seed))
+    p1 = executor.run(LocalTask(model, data, clients, start1, steps, batch_size, lr, seed=2 * seed, epochs=epochs))
     u_new = p1 - w.unsqueeze(0)
-    p2 = executor.run(LocalTask(model, data, clients, p1, steps, batch_size, lr, seed=2 * seed + 1))
+    p2 = executor.run(LocalTask(model, data, clients, p1, steps, batch_size, lr, seed=2 * seed + 1, epochs=epochs))
     w_local = p2 - u_new
     return w_local, u_new

@@ -22,7 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_accuracy_vs_rho", "plot_accuracy_vs_calls", "plot_privacy_vs_robustness", "plot_all"]
+__all__ = ["plot_accuracy_vs_rho", "plot_accuracy_vs_calls", "plot_privacy_vs_robustness", "plot_all",
+           "accuracy_vs_rho_figure", "accuracy_vs_calls_figure"]
 
 _MARKERS = "osD^v<>pPX*h"
 
@@ -46,12 +47,23 @@ def _bottom_legend(fig, axes) -> None:
                    frameon=False)
 
 
-def plot_accuracy_vs_rho(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+def _fit_ylim(ax, lo: float, hi: float) -> None:
+    """Each panel gets its own y range (padded, within [0, 100]): with a shared axis the panels where
+    every aggregator stays near the clean accuracy collapse into one unreadable line."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return
+    span = max(hi - lo, 2.0)
+    ax.set_ylim(max(0.0, lo - 0.08 * span), min(100.0, hi + 0.08 * span))
+
+
+def accuracy_vs_rho_figure(rows: list[dict[str, Any]], title: str = ""):
+    """The figure of :func:`plot_accuracy_vs_rho` (returned open, for tests and notebooks)."""
     aggs = list(dict.fromkeys(r["aggregator"] for r in rows))
     corrs = list(dict.fromkeys(r["corruption"] for r in rows if r["corruption"] != "none")) or ["none"]
     st = _style(aggs)
-    fig, axes = plt.subplots(1, len(corrs), figsize=(4.2 * len(corrs), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(corrs), figsize=(4.2 * len(corrs), 3.6), squeeze=False, sharey=False)
     for ax, c in zip(axes[0], corrs):
+        ylo, yhi = np.inf, -np.inf
         for a in aggs:
             by_rho: dict[float, list[float]] = defaultdict(list)
             for r in rows:
@@ -65,27 +77,36 @@ def plot_accuracy_vs_rho(rows: list[dict[str, Any]], path: str | Path, title: st
             hi = [np.max(by_rho[x]) for x in xs]
             ax.plot(xs, mean, label=a, **st[a], lw=1.5, ms=4)
             ax.fill_between(xs, lo, hi, color=st[a]["color"], alpha=0.15)
+            ylo, yhi = min(ylo, min(lo)), max(yhi, max(hi))
+        _fit_ylim(ax, ylo, yhi)
         ax.set_title(c)
         ax.set_xlabel("corruption level rho")
+        ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)")
     _bottom_legend(fig, axes[0])
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_accuracy_vs_rho(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Seed 002 Figure 2/5 layout: one panel per corruption (own y range), mean over seeds, min/max shaded."""
+    fig = accuracy_vs_rho_figure(rows, title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
 
 
-def plot_accuracy_vs_calls(runs: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """``runs``: the ``runs`` list of results.json (config + history)."""
+def accuracy_vs_calls_figure(runs: list[dict[str, Any]], title: str = ""):
+    """The figure of :func:`plot_accuracy_vs_calls` (returned open)."""
     secure_runs = [r for r in runs if r["final"].get("secure_compatible")]
     rmax = max((r["config"]["rho"] for r in runs), default=0.0)
     settings = [("none", 0.0)] + [(c, rmax) for c in dict.fromkeys(r["config"]["corruption"] for r in runs) if c != "none"]
     aggs = list(dict.fromkeys(r["config"]["aggregator"] for r in secure_runs))
     st = _style(aggs)
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False, sharey=False)
     for ax, (c, rho) in zip(axes[0], settings):
+        ylo, yhi = np.inf, -np.inf
         for a in aggs:
             curves = []
             for r in secure_runs:
@@ -102,13 +123,21 @@ def plot_accuracy_vs_calls(runs: list[dict[str, Any]], path: str | Path, title: 
             ys = np.array([[p[1] for p in cv[:n]] for cv in curves], dtype=float)
             ax.plot(xs, ys.mean(0), label=a, **st[a], lw=1.5, ms=3)
             ax.fill_between(xs, ys.min(0), ys.max(0), color=st[a]["color"], alpha=0.15)
+            ylo, yhi = min(ylo, float(ys.min())), max(yhi, float(ys.max()))
+        _fit_ylim(ax, ylo, yhi)
         ax.set_title(f"{c} (rho={rho:g})")
         ax.set_xlabel("cumulative secure-average calls")
+        ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)")
     _bottom_legend(fig, axes[0])
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_accuracy_vs_calls(runs: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Figure 4 layout. ``runs``: the ``runs`` list of results.json (config + history)."""
+    fig = accuracy_vs_calls_figure(runs, title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
@@ -136,6 +165,15 @@ def plot_privacy_vs_robustness(rows: list[dict[str, Any]], path: str | Path, tit
                    label=f"{a} ({'secure' if secure else 'plaintext'}, s={s:.2f})")
         ax.annotate(a, (cost / 1024, worst), textcoords="offset points", xytext=(5, 4), fontsize=7)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(4.0, 6.0, 7.0, 8.0, 9.0)))
+    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo / 1.15, hi * 1.15)
     ax.set_xlabel("bytes per client per round (KiB, log scale)")
     ax.set_ylabel(f"worst-case test accuracy at rho={rmax:g} (%)")
     ax.grid(alpha=0.3, which="both")
