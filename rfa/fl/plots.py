@@ -52,8 +52,9 @@ def _fit_ylim(ax, lo: float, hi: float) -> None:
     every aggregator stays near the clean accuracy collapse into one unreadable line."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return
-    span = max(hi - lo, 2.0)
-    ax.set_ylim(max(0.0, lo - 0.08 * span), min(100.0, hi + 0.08 * span))
+    half = 0.54 * max(hi - lo, 8.0)  # at least 8 points tall: never magnify sub-point differences
+    mid = 0.5 * (lo + hi)
+    ax.set_ylim(max(0.0, mid - half), min(100.0, mid + half))
 
 
 def accuracy_vs_rho_figure(rows: list[dict[str, Any]], title: str = ""):
