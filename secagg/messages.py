@@ -425,14 +425,11 @@ class KeyList(Message):
 
 
 @dataclass(frozen=True)
-class ShareKeys(Message):
-    """Round 1 upload: ``(v, e_{u,v})`` for every other holder v of the sender's shares."""
+class _CiphertextList(Message):
+    """Body shared by round 1's upload and routing messages: sorted ``(id, e)`` pairs of AES-GCM ciphertexts."""
 
     ciphertexts: tuple[tuple[int, bytes], ...] = ()
 
-    CODE: ClassVar[int] = 3
-    KIND: ClassVar[str] = "share-keys"
-    DIRECTION: ClassVar[str] = "up"
     ROUND_TAGS: ClassVar[tuple[str, ...]] = ("share-keys",)
 
     def _validate(self) -> None:
@@ -442,30 +439,26 @@ class ShareKeys(Message):
         return _pairs_bytes(self.ciphertexts)
 
     @classmethod
-    def _parse_body(cls, r: _Reader, round: str, session: bytes, party: int) -> "ShareKeys":
+    def _parse_body(cls, r: _Reader, round: str, session: bytes, party: int):  # noqa: ANN206
         return cls._make(round, session, party, _read_pairs(r, CIPHERTEXT_SIZE))
 
 
 @dataclass(frozen=True)
-class Ciphertexts(Message):
-    """Round 1 routing: ``(u, e_{u,v})`` for every ``u in U2`` that sent one to the recipient v."""
+class ShareKeys(_CiphertextList):
+    """Round 1 upload: ``(v, e_{u,v})`` for every other holder v of the sender's shares."""
 
-    ciphertexts: tuple[tuple[int, bytes], ...] = ()
+    CODE: ClassVar[int] = 3
+    KIND: ClassVar[str] = "share-keys"
+    DIRECTION: ClassVar[str] = "up"
+
+
+@dataclass(frozen=True)
+class Ciphertexts(_CiphertextList):
+    """Round 1 routing: ``(u, e_{u,v})`` for every ``u in U2`` that sent one to the recipient v."""
 
     CODE: ClassVar[int] = 4
     KIND: ClassVar[str] = "ciphertexts"
     DIRECTION: ClassVar[str] = "down"
-    ROUND_TAGS: ClassVar[tuple[str, ...]] = ("share-keys",)
-
-    def _validate(self) -> None:
-        _check_pairs(self.ciphertexts, CIPHERTEXT_SIZE, "ciphertexts")
-
-    def _body(self) -> bytes:
-        return _pairs_bytes(self.ciphertexts)
-
-    @classmethod
-    def _parse_body(cls, r: _Reader, round: str, session: bytes, party: int) -> "Ciphertexts":
-        return cls._make(round, session, party, _read_pairs(r, CIPHERTEXT_SIZE))
 
 
 @dataclass(frozen=True)

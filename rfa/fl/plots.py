@@ -57,6 +57,28 @@ def _fit_ylim(ax, lo: float, hi: float) -> None:
     ax.set_ylim(max(0.0, mid - half), min(100.0, mid + half))
 
 
+
+def _finish_panel(ax, ylo: float, yhi: float, title: str, xlabel: str) -> None:
+    """Shared panel finish of the accuracy figures: own y range, title, axis labels, grid."""
+    _fit_ylim(ax, ylo, yhi)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+
+
+def _finish_figure(fig, axes, title: str):
+    _bottom_legend(fig, axes[0])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
 def accuracy_vs_rho_figure(rows: list[dict[str, Any]], title: str = ""):
     """The figure of :func:`plot_accuracy_vs_rho` (returned open, for tests and notebooks)."""
     aggs = list(dict.fromkeys(r["aggregator"] for r in rows))
@@ -79,23 +101,13 @@ def accuracy_vs_rho_figure(rows: list[dict[str, Any]], title: str = ""):
             ax.plot(xs, mean, label=a, **st[a], lw=1.5, ms=4)
             ax.fill_between(xs, lo, hi, color=st[a]["color"], alpha=0.15)
             ylo, yhi = min(ylo, min(lo)), max(yhi, max(hi))
-        _fit_ylim(ax, ylo, yhi)
-        ax.set_title(c)
-        ax.set_xlabel("corruption level rho")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    _bottom_legend(fig, axes[0])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+        _finish_panel(ax, ylo, yhi, c, "corruption level rho")
+    return _finish_figure(fig, axes, title)
 
 
 def plot_accuracy_vs_rho(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Seed 002 Figure 2/5 layout: one panel per corruption (own y range), mean over seeds, min/max shaded."""
-    fig = accuracy_vs_rho_figure(rows, title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(accuracy_vs_rho_figure(rows, title), path)
 
 
 def accuracy_vs_calls_figure(runs: list[dict[str, Any]], title: str = ""):
@@ -125,23 +137,13 @@ def accuracy_vs_calls_figure(runs: list[dict[str, Any]], title: str = ""):
             ax.plot(xs, ys.mean(0), label=a, **st[a], lw=1.5, ms=3)
             ax.fill_between(xs, ys.min(0), ys.max(0), color=st[a]["color"], alpha=0.15)
             ylo, yhi = min(ylo, float(ys.min())), max(yhi, float(ys.max()))
-        _fit_ylim(ax, ylo, yhi)
-        ax.set_title(f"{c} (rho={rho:g})")
-        ax.set_xlabel("cumulative secure-average calls")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    _bottom_legend(fig, axes[0])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+        _finish_panel(ax, ylo, yhi, f"{c} (rho={rho:g})", "cumulative secure-average calls")
+    return _finish_figure(fig, axes, title)
 
 
 def plot_accuracy_vs_calls(runs: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Figure 4 layout. ``runs``: the ``runs`` list of results.json (config + history)."""
-    fig = accuracy_vs_calls_figure(runs, title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(accuracy_vs_calls_figure(runs, title), path)
 
 
 def plot_privacy_vs_robustness(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -181,9 +183,7 @@ def plot_privacy_vs_robustness(rows: list[dict[str, Any]], path: str | Path, tit
     ax.legend(fontsize=6.5, loc="best")
     ax.set_title(title or "privacy cost vs robustness (hollow: updates revealed to the server)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_all(results_json: dict[str, Any], out_dir: str | Path, prefix: str = "") -> list[Path]:
