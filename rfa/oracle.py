@@ -330,6 +330,8 @@ class OracleCall:
 
 
 def _effective(weights: torch.Tensor, survivors: tuple[int, ...]) -> torch.Tensor:
+    if len(survivors) == weights.shape[0]:  # everyone survived (the usual call): the same sum, no gather
+        return weights / weights.sum()
     eff = torch.zeros_like(weights)
     idx = torch.tensor(survivors, dtype=torch.long)
     sel = weights[idx]

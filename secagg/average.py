@@ -60,7 +60,7 @@ from secagg.discretize import (
     as_real_array,
     choose_modulus,
     grid_sum,
-    quantize,
+    _quantize_rows,
     rounding_error_bound,
     scale_for_modulus,
     seed_entropy,
@@ -122,11 +122,24 @@ class _Plan:
     quantizer: Quantizer  # the vector part (clip, rotation); its integer stage is shared with the weight
     weights: np.ndarray  # w_i
     weight_bound: float  # W
-    encodings: list[np.ndarray]  # m vectors of encoded_dim + 1 elements over Z_M (dtype_for(M))
+    encodings: np.ndarray  # (m, encoded_dim + 1) over Z_M (dtype_for(M)); row i is client i's vector
     clipped: tuple[int, ...]
 
 
-def _as_matrix(vectors: Any) -> np.ndarray:
+def _as_matrix_view(vectors: Any) -> tuple[np.ndarray, bool]:
+    """``(x, owned)``: the validated ``(m, d)`` reals. A 2-D float32/float64 numpy array is checked in place
+    and returned as is (``owned=False``: never to be written); anything else becomes a fresh float64 copy
+    (:func:`as_real_array`, ``owned=True``). Same errors either way."""
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.dtype in (np.float32, np.float64):
+        if vectors.size and not np.isfinite(vectors).all():
+            raise InvalidInput("vectors: contains NaN or Inf")
+        if vectors.shape[0] < 1 or vectors.shape[1] < 1:
+            raise InvalidInput(f"vectors must have shape (m >= 1, d >= 1), got {vectors.shape}")
+        return vectors, False
+    return _as_matrix_copy(vectors), True
+
+
+def _as_matrix_copy(vectors: Any) -> np.ndarray:
     if isinstance(vectors, (list, tuple)):
         if not vectors:
             raise InvalidInput("vectors: need at least one client")
@@ -148,6 +161,23 @@ def _rotation_seed(seed: Any) -> int:
     return ent if ent is not None else int.from_bytes(os.urandom(32), "big")
 
 
+def _row_extremes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row maxima and minima of ``x`` as float64 (exact for float32 rows, and compared with ``c`` in float64)."""
+    return x.max(axis=1).astype(np.float64), x.min(axis=1).astype(np.float64)
+
+
+def _entropy_words(ent: int) -> np.ndarray:
+    """A non-negative int as numpy's ``SeedSequence`` reads an int entropy: its little-endian 32-bit words,
+    without high zero words (``[0]`` for 0). ``SeedSequence(words, spawn_key=k)`` then draws the same
+    stream as ``SeedSequence(ent, spawn_key=k)`` and skips converting the 256-bit int once per client."""
+    words = []
+    while True:
+        words.append(ent & 0xFFFFFFFF)
+        ent >>= 32
+        if not ent:
+            return np.array(words, dtype=np.uint32)
+
+
 def encode_clients(
     vectors: Any,
     weights: Any = None,
@@ -166,8 +196,14 @@ def encode_clients(
     Client ``i``'s stochastic rounding uses its own numpy stream ``SeedSequence(H(seed), spawn_key=(i,))``,
     so the encodings depend on ``seed`` and the client's own data only (identical in both backends).
     Raises :class:`InvalidInput` / :class:`OverflowRisk` before any encoding is produced.
+
+    Vectorised over clients: :meth:`Quantizer.prepare_rows` (only for the norm clip, the rotation, or a
+    row with a coordinate outside ``[-c, c]``; on a float64 copy) and :func:`secagg.discretize.quantize_rows` (tiles, ``z_i`` formed inside
+    them) give, row for row and bit for bit, what ``Quantizer.prepare`` and ``quantize`` give client by
+    client, with the same per-client generators; a float32/float64 input matrix is read in place (its
+    float32 entries widen exactly). Returns the encodings as one ``(m, encoded_dim + 1)`` matrix.
     """
-    x = _as_matrix(vectors)
+    x, owned = _as_matrix_view(vectors)  # x may be the caller's array when not owned: never written then
     m, d = x.shape
     if weights is None:
         w = np.ones(m)
@@ -192,6 +228,7 @@ def encode_clients(
         raise InvalidInput("give modulus or bits, not both")
     rseed = _rotation_seed(seed) if rotate else 0
     mode = "norm" if clip_norm is not None else "coordinate"
+    extremes = None  # row maxima and minima of x, when the default clip already needed them
     if clip is not None or clip_norm is not None:
         c = _positive_finite(clip if clip is not None else clip_norm, "clip")
     else:  # data-dependent default (a simulation convenience: nothing is clipped)
@@ -199,8 +236,9 @@ def encode_clients(
             from secagg.discretize import RandomizedHadamard
 
             c = float(np.max(np.abs(RandomizedHadamard(d, rseed).forward(x))))
-        else:
-            c = float(np.max(np.abs(x)))
+        else:  # max |x_ij| = max(max x, -min x), exactly; the row extremes serve the clip count too
+            extremes = _row_extremes(x)
+            c = max(float(extremes[0].max()), -float(extremes[1].min()))
         c = c if c > 0 else 1.0
     if modulus is not None:
         mod = _check_modulus(modulus)
@@ -212,17 +250,24 @@ def encode_clients(
     if ent is None:
         ent = int.from_bytes(os.urandom(32), "big")
     omega = w / wb
-    rows = []
-    clipped = []
-    for i in range(m):
-        v, k = vq.prepare(x[i])
-        z = np.empty(v.shape[0] + 1)
-        z[:-1] = omega[i] * v
-        z[-1] = omega[i] * c
-        rng = np.random.default_rng(np.random.SeedSequence(ent, spawn_key=(i,)))
-        rows.append(quantize(z, clip=c, scale=vq.scale, modulus=mod, rng=rng))
-        clipped.append(k)
-    return _Plan(vq, w, wb, rows, tuple(clipped))
+    direct = mode == "coordinate" and not rotate
+    if direct:  # rows inside [-c, c] need no clip: quantize them straight from x (no float64 copy of x)
+        if extremes is None:
+            extremes = _row_extremes(x)
+        direct = not bool(np.any((extremes[0] > c) | (extremes[1] < -c)))
+    if direct:
+        v, clipped = x, np.zeros(m, dtype=np.int64)
+    else:  # clip (and rotate) a float64 copy of our own, in place
+        if not owned:
+            x = np.array(x, dtype=np.float64)
+        v, clipped = vq._prepare_rows(x, extremes if mode == "coordinate" and not rotate else None)
+    words = _entropy_words(ent)  # SeedSequence(words, ...) is SeedSequence(ent, ...), without re-reading ent
+    rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(words, spawn_key=(i,)))) for i in range(m)]
+    # z_i = [omega_i v_i, omega_i c], formed tile by tile inside the quantizer. |omega_i v_ij| <= |v_ij| <= c
+    # and omega_i c <= c (omega_i = w_i / W <= 1 exactly, products rounded monotonically), so quantize's
+    # safety clip is the identity here and is skipped
+    enc = _quantize_rows(v, clip=c, scale=vq.scale, modulus=mod, rngs=rngs, in_range=True, row_scale=omega, tail=c)
+    return _Plan(vq, w, wb, enc, tuple(int(k) for k in clipped))
 
 
 def secure_average(

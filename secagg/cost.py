@@ -29,9 +29,13 @@ session) header inside each ciphertext and 33-byte shares (a field element of a 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from secagg.errors import InvalidInput
 
@@ -294,6 +298,13 @@ def _schedule(dropouts: Mapping[int, object] | None, n: int) -> dict[int, tuple[
     return parse_dropouts(dropouts, n)  # type: ignore[arg-type]
 
 
+RUN_CACHE_ENTRIES = 1 << 18
+"""Ledger entries that :func:`simulate_run`'s memo keeps in total (least recently used runs go first)."""
+_run_cache: "OrderedDict[tuple, tuple]" = OrderedDict()
+_run_cache_size = 0
+_run_cache_lock = threading.Lock()
+
+
 def simulate_run(
     n: int,
     d: int,
@@ -311,16 +322,51 @@ def simulate_run(
     and :mod:`secagg.server` (``|U_r| >= t``; every secret needed has ``>= t`` live holders; ``t``
     shares of each received), recording each message's exact size from :mod:`secagg.messages`.
     Holders of ``u``'s shares: ``H(u) = {u} ∪ (N(u) ∩ U2)``.
+
+    The run is a pure function of ``(n, d, M, graph, t, variant, schedule)``, so completed runs are
+    memoised (up to :data:`RUN_CACHE_ENTRIES` ledger entries in all, least recently used evicted):
+    repeated calls with the same configuration -- every oracle call of a training run -- replay the
+    stored entries. Each call returns a fresh :class:`~secagg.ledger.Ledger` (the entries are immutable),
+    fresh ``sets`` and ``client_aborts`` dicts, so callers may modify what they get. Aborted runs are
+    not memoised (their exception object is the caller's).
     """
+    global _run_cache_size
+    from secagg.ledger import Ledger
+
+    if variant not in _VARIANTS:
+        raise InvalidInput(f"variant must be one of {_VARIANTS}, got {variant!r}")
+    sched = _schedule(dropouts, n)
+    key = (int(n), int(d), int(modulus), int(graph.n), int(graph.k), bool(graph.is_complete),
+           None if graph.is_complete else tuple(graph.ring_order()), int(threshold), variant,
+           tuple(sorted(sched.items())))
+    with _run_cache_lock:
+        hit = _run_cache.get(key)
+        if hit is not None:
+            _run_cache.move_to_end(key)
+    if hit is not None:
+        entries, sets, client_aborts = hit
+        return ModelRun(Ledger(entries), dict(sets), None, dict(client_aborts))
+    run = _simulate(n, d, modulus, graph, int(threshold), variant, sched)
+    size = len(run.ledger.entries)
+    if run.aborted is None and size <= RUN_CACHE_ENTRIES:
+        with _run_cache_lock:
+            if key not in _run_cache:
+                _run_cache[key] = (tuple(run.ledger.entries), dict(run.sets), dict(run.client_aborts))
+                _run_cache_size += size
+                while _run_cache_size > RUN_CACHE_ENTRIES:
+                    _, (old, _s, _c) = _run_cache.popitem(last=False)
+                    _run_cache_size -= len(old)
+    return run
+
+
+def _simulate(n: int, d: int, modulus: int, graph, t: int, variant: str,  # noqa: ANN001
+              sched: dict[int, tuple[int, bool]]) -> ModelRun:
+    """:func:`simulate_run` itself (no memo); ``sched`` in the parsed ``client -> (round, after)`` form."""
     from secagg.errors import ProtocolAborted
     from secagg.ledger import Ledger
 
     msg = _sizes()
-    if variant not in _VARIANTS:
-        raise InvalidInput(f"variant must be one of {_VARIANTS}, got {variant!r}")
     active = variant == "active"
-    t = int(threshold)
-    sched = _schedule(dropouts, n)
     ledger = Ledger()
     sets: dict[str, frozenset[int]] = {}
     client_aborts: dict[int, str] = {}
@@ -491,9 +537,12 @@ def _resolve(n: int, graph, variant: str, threshold, seed, neighbours, corrupt_f
         if threshold is None:
             raise InvalidInput("an explicit Graph needs an explicit threshold")
         return graph, int(threshold)
-    from secagg.drbg import Drbg
+    from secagg.drbg import Drbg, _encode_seed
     from secagg.protocol import _setup_graph
 
+    if graph == "complete":  # draws nothing from the run's DRBG: check the seed as Drbg would, skip the HKDF
+        _encode_seed(seed)
+        return _setup_graph(n, graph, variant, threshold, neighbours, corrupt_fraction, dropout_fraction, None)  # type: ignore[arg-type]
     root = Drbg(seed, b"secagg/run/v1")
     root.child(b"session")  # the protocol derives the session first; children are independent anyway
     return _setup_graph(n, graph, variant, threshold, neighbours, corrupt_fraction, dropout_fraction, root.child(b"graph"))
@@ -565,9 +614,13 @@ def modular_run(
     if graph not in GRAPHS:
         raise InvalidInput(f"graph must be one of {GRAPHS}, got {graph!r}")
     m = ring.check_modulus(modulus)
-    rows = list(encodings)
-    for x in rows:  # same validation as the protocol, without keeping copies
-        ring.as_ring_vector(x, m, dim)
+    mat = _ring_matrix(encodings, m, dim)
+    if mat is not None:  # a valid (n, dim) matrix over Z_M, checked in one pass (or none: see _ring_matrix)
+        rows = mat
+    else:
+        rows = list(encodings)
+        for x in rows:  # same validation as the protocol, without keeping copies
+            ring.as_ring_vector(x, m, dim)
     n = len(rows)
     if n < 2:
         raise InvalidInput(f"secure aggregation needs n >= 2 clients, got {n}")
@@ -583,10 +636,45 @@ def modular_run(
         run.aborted.ledger = run.ledger  # type: ignore[attr-defined]
         run.aborted.sets = run.sets  # type: ignore[attr-defined]
         raise run.aborted
+    included = tuple(sorted(run.sets["U3"]))
+    if mat is not None and mat.dtype == np.uint64 and ring.is_power_of_two(m):
+        # M divides 2^64: the uint64 column sums wrap mod 2^64, and (S mod 2^64) mod M = S mod M
+        sel = mat if len(included) == n else mat[list(included)]
+        total = np.add.reduce(sel, axis=0, dtype=np.uint64)
+        if m != 1 << 64:
+            np.bitwise_and(total, np.uint64(m - 1), out=total)
+        return total, included, run.ledger
+    if mat is not None and mat.dtype.itemsize <= 4 and n < 1 << 32:
+        # M <= 2^32 and n < 2^32: the column sums (< n M <= 2^64) are exact in uint64, then reduced mod M
+        sel = mat if len(included) == n else mat[list(included)]
+        wide = np.add.reduce(sel, axis=0, dtype=np.uint64)
+        np.remainder(wide, np.uint64(m), out=wide)
+        return wide.astype(mat.dtype), included, run.ledger
     total = ring.zeros(dim, m)
-    for u in sorted(run.sets["U3"]):
-        ring.add_into(total, ring.as_ring_vector(rows[u], m, dim), m)
-    return total, tuple(sorted(run.sets["U3"])), run.ledger
+    for u in included:
+        if mat is not None:
+            ring._add_unchecked(total, mat[u], m, mat.dtype)  # validated above, dtype_for(M)
+        else:
+            ring.add_into(total, ring.as_ring_vector(rows[u], m, dim), m)
+    return total, included, run.ledger
+
+
+def _ring_matrix(encodings, m: int, dim) -> "np.ndarray | None":  # noqa: ANN001
+    """``encodings`` as an ``(n, dim)`` matrix of ``dtype_for(M)`` if it is a 2-D integer numpy array whose
+    elements all lie in ``[0, M)`` (checked with one min/max pass, skipped when the dtype cannot hold a
+    value outside), else ``None``: the caller then validates row by row (same errors as the protocol)."""
+    from secagg import ring
+
+    if not (isinstance(encodings, np.ndarray) and encodings.ndim == 2 and encodings.dtype.kind in "iu"):
+        return None
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or encodings.shape[1] != int(dim):
+        return None
+    info = np.iinfo(encodings.dtype)
+    if encodings.size and info.min < 0 and int(encodings.min()) < 0:
+        return None
+    if encodings.size and info.max >= m and int(encodings.max()) >= m:
+        return None
+    return encodings.astype(ring.dtype_for(m), copy=False)
 
 
 def ledger_table(ledger: "Ledger", *, dim: int | None = None, input_bits: int | None = None) -> str:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -60,6 +61,8 @@ __all__ = [
     "next_power_of_two",
     "offset_for",
     "quantize",
+    "quantize_rows",
+    "QUANTIZE_TILE",
     "rounding_error_bound",
     "scale_for_modulus",
     "seed_entropy",
@@ -290,6 +293,109 @@ def quantize(v: np.ndarray, *, clip: float, scale: float, modulus: int, rng: np.
     return shifted.astype(_dtype_for(modulus))
 
 
+QUANTIZE_TILE = 1 << 15
+"""Coordinates per tile of :func:`quantize_rows`: its five scratch buffers (~1 MiB) stay in a core's L2
+cache, and a tile holds several rows of a model update (fewer calls per row; fastest of 2^13..2^18 measured
+at ``(20, 7851)``)."""
+
+
+def quantize_rows(z: np.ndarray, *, clip: float, scale: float, modulus: int,
+                  rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Row ``i`` of the result is ``quantize(z[i], clip=clip, scale=scale, modulus=modulus, rng=rngs[i])``,
+    bit for bit: an ``(m, D)`` matrix of dtype ``dtype_for(M)`` from a float64 ``(m, D)`` matrix ``z``
+    (:class:`InvalidInput` otherwise), so the rounding is the same unbiased ``floor(s v) +
+    Bernoulli(frac(s v))`` with ``|q - s v| < 1``, and every stated error bound applies unchanged.
+
+    Every step of :func:`quantize` is elementwise (clip, ``* s``, ``floor``, ``y - floor(y)``, the
+    comparison with a uniform draw, the conversion to int64, the shift by ``K`` mod ``2^64``), so it is
+    applied tile by tile (:data:`QUANTIZE_TILE` coordinates, one or several whole rows or a part of one
+    row) through reused scratch buffers: no ``(m, D)`` temporaries, and the same bits as row by row.
+    Row ``i`` draws its ``D`` uniforms from ``rngs[i]`` in order (``random(out=...)`` on consecutive
+    slices continues the stream exactly as one ``random(D)`` call), so each client's rounding depends on
+    its own generator only, as in :func:`quantize`.
+    """
+    return _quantize_rows(z, clip=clip, scale=scale, modulus=modulus, rngs=rngs, in_range=False)
+
+
+def _quantize_rows(z: np.ndarray, *, clip: float, scale: float, modulus: int, rngs: Sequence[np.random.Generator],
+                   in_range: bool, row_scale: np.ndarray | None = None, tail: float | None = None) -> np.ndarray:
+    """:func:`quantize_rows`; ``in_range=True`` is the caller's guarantee that every entry of ``z`` already
+    lies in ``[-c, c]`` (then the clip, the identity, is skipped: same bits, one pass less).
+
+    With ``row_scale`` (float64 ``(m,)``) and ``tail``, the matrix quantized is ``[row_scale_i * z_i,
+    row_scale_i * tail]`` (one more column), formed tile by tile: the same float64 products as building it
+    first (``z`` may then be float32 or float64; float32 entries widen exactly), without the ``(m, D)``
+    temporary."""
+    k = offset_for(clip, scale)
+    if 2 * k >= modulus:
+        raise OverflowRisk(f"one client's range [0, 2*ceil(c s)] = [0, {2 * k}] does not fit in Z_{modulus}")
+    z = np.asarray(z)
+    fused = row_scale is not None
+    if z.ndim != 2 or not (z.dtype == np.float64 or (fused and z.dtype == np.float32)):
+        # quantize computes in the input's precision: float64 only here
+        raise InvalidInput(f"quantize_rows needs a 2-D float64 matrix, got {z.dtype} {z.shape}")
+    m, d = z.shape
+    width = d + 1 if fused else d
+    if fused:
+        rs = np.asarray(row_scale, dtype=np.float64)
+        rs_col = rs[:, None]
+        tail_col = rs * float(tail)  # row_scale_i * tail, the last column
+    if len(rngs) != m:
+        raise InvalidInput(f"quantize_rows needs one generator per row: {len(rngs)} for {m} rows")
+    dt = _dtype_for(modulus)
+    out = np.empty((m, width), dtype=dt)
+    if m == 0 or width == 0:
+        return out
+    cols = min(width, QUANTIZE_TILE)
+    rows = max(1, QUANTIZE_TILE // width) if cols == width else 1
+    y = np.empty((rows, cols))
+    fl = np.empty((rows, cols))
+    u = np.empty((rows, cols))
+    up = np.empty((rows, cols), dtype=bool)
+    q = np.empty((rows, cols), dtype=np.int64)
+    qu = q.view(np.uint64)
+    kk = np.uint64(k)
+    kf = float(k)
+    in_float = 2 * k <= 1 << 53  # floor(y) + K + Bernoulli is an integer in [0, 2K]: exact in float64
+    neg_c = -clip
+    for r0 in range(0, m, rows):
+        r1 = min(m, r0 + rows)
+        nr = r1 - r0
+        for c0 in range(0, width, cols):
+            c1 = min(width, c0 + cols)
+            nc = c1 - c0
+            yt, ft, ut, upt, qt, qut = y[:nr, :nc], fl[:nr, :nc], u[:nr, :nc], up[:nr, :nc], q[:nr, :nc], qu[:nr, :nc]
+            if fused:
+                sc1 = min(c1, d)  # the source columns of this tile; the tail column is column d
+                if sc1 > c0:
+                    np.multiply(z[r0:r1, c0:sc1], rs_col[r0:r1], out=yt[:, : sc1 - c0])
+                if c1 > d:
+                    yt[:, d - c0] = tail_col[r0:r1]
+                if not in_range:
+                    np.clip(yt, neg_c, clip, out=yt)
+                yt *= scale  # y = clip(z) * s
+            elif in_range:
+                np.multiply(z[r0:r1, c0:c1], scale, out=yt)  # y = z * s = clip(z) * s
+            else:
+                np.clip(z[r0:r1, c0:c1], neg_c, clip, out=yt)
+                yt *= scale  # y = clip(z) * s
+            np.floor(yt, out=ft)
+            np.subtract(yt, ft, out=yt)  # frac = y - floor(y)
+            for j in range(nr):
+                rngs[r0 + j].random(out=ut[j])
+            np.less(ut, yt, out=upt)  # Bernoulli(frac)
+            if in_float:  # the same integers as the int64 path below, one pass fewer
+                ft += kf  # floor(y) + K in [0, 2K] (-K <= floor(y) <= K)
+                ft += upt  # + Bernoulli(frac): <= 2K still (floor(y) = K means y = K, frac = 0, no step up)
+                np.copyto(out[r0:r1, c0:c1], ft, casting="unsafe")  # integral, < M: exact in dtype_for(M)
+                continue
+            np.copyto(qt, ft, casting="unsafe")  # floor(y) -> int64 (integral, |.| <= K < 2^63: exact)
+            qt += upt
+            qut += kk  # q + K, wrapping mod 2^64 for q < 0: exact since 0 <= q + K < 2^64
+            np.copyto(out[r0:r1, c0:c1], qut, casting="unsafe")  # < M <= 2^bits of dtype_for(M): exact
+    return out
+
+
 def dequantize(total: np.ndarray, n_summed: int, *, clip: float, scale: float, modulus: int) -> np.ndarray:
     """``(S - n K) / s`` for a sum ``S`` over Z_M of ``n_summed`` quantized vectors (no wrap assumed).
 
@@ -505,6 +611,45 @@ class Quantizer:
             v, clipped = clip_coordinates(v, self.clip)
         else:  # norm <= c implies |v_j| <= c; this only removes float noise of the rotation
             v = np.clip(v, -self.clip, self.clip)
+        return v, clipped
+
+    def prepare_rows(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`prepare` of every row of an ``(m, dim)`` matrix at once: ``(V, clipped)`` with
+        ``V[i], clipped[i] == prepare(x[i])`` bit for bit (``V`` float64 ``(m, encoded_dim)``, ``clipped``
+        int64 ``(m,)``). Validates ``x`` (2-D, ``dim`` columns, finite) -> :class:`InvalidInput`."""
+        return self._prepare_rows(as_real_array(x, ndim=2, dim=self.dim))
+
+    def _prepare_rows(self, v: np.ndarray, extremes: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`prepare_rows` on a fresh, finite float64 matrix ``v`` that it may modify in place.
+
+        ``extremes``: the row maxima and minima of ``v`` if the caller has them. Rotation, norm clip and
+        coordinate clip are the per-row operations of :meth:`prepare`: the rotation and the clips are
+        elementwise along a row (identical bits in batch), the L2 norm is taken row by row with the same
+        call as :meth:`prepare` (a batched norm could sum in another order), and rows whose entries all lie
+        in ``[-c, c]`` are left as they are (clipping them is the identity)."""
+        m = v.shape[0]
+        c = self.clip
+        clipped = np.zeros(m, dtype=np.int64)
+        if self.clip_mode == "norm":
+            for i in range(m):  # a fresh row, as prepare's own copy (the BLAS norm sees the same operand)
+                v[i], clipped[i] = clip_norm(v[i].copy(), c)
+        if self.rotation is not None:  # row blocks bound the transform's temporaries
+            p = self.rotation.padded_dim
+            step = max(1, (1 << 21) // p)
+            if m <= step:
+                v = self.rotation.forward(v)
+            else:
+                out = np.empty((m, p))
+                for lo in range(0, m, step):
+                    out[lo:lo + step] = self.rotation.forward(v[lo:lo + step])
+                v = out
+            extremes = None
+        if self.clip_mode == "coordinate":
+            hi, lo = extremes if extremes is not None else (v.max(axis=1), v.min(axis=1))
+            for i in np.flatnonzero((hi > c) | (lo < -c)):
+                v[i], clipped[i] = clip_coordinates(v[i], c)
+        else:  # norm <= c implies |v_j| <= c; this only removes float noise of the rotation
+            np.clip(v, -c, c, out=v)
         return v, clipped
 
     def finish(self, v: np.ndarray) -> np.ndarray:
