@@ -304,15 +304,20 @@ class Client:
         self.views["U2"] = u2
         assert self._s is not None
         m = self.modulus
-        y = self._x.copy()
-        scratch = prg.new_scratch()
-        prg.add_mask(y, self._b, session=self.session, purpose=prg.PURPOSE_SELF, modulus=m, sign=1, scratch=scratch)
+        x = self._x
+        if not isinstance(x, np.ndarray) or x.ndim != 1 or x.dtype != ring.dtype_for(m):
+            raise InvalidInput(f"client input must be a 1-D {ring.dtype_for(m)} vector")
+        masks = [(self._b, prg.PURPOSE_SELF, 1)]
         for v in senders:
             seed = pairwise_seed(self._s, self._peers[v][1], session=self.session, u=self.id, v=v)
-            prg.add_mask(y, seed, session=self.session, purpose=prg.PURPOSE_PAIRWISE, modulus=m, sign=mask_sign(self.id, v), scratch=scratch)
+            masks.append((seed, prg.PURPOSE_PAIRWISE, mask_sign(self.id, v)))
+        # y_u = x_u + all k + 1 masks, built in one fresh buffer chunk by chunk (x_u is only read: its
+        # copy is fused into the first mask's pass; one pass over y per group of masks)
+        y = np.empty(x.shape[0], dtype=x.dtype)
+        prg.add_masks(y, masks, session=self.session, modulus=m, base=x)
         self._x = None  # the input is no longer needed
         self._b = None
-        payload = ring.pack(y, m)
+        payload = ring.pack_view(y, m)  # widths 8/16/32/64: a view of y, copied once into the message
         self._expect = "consistency_check" if self.active else "unmasking"
         return MaskedInput("masked-input", self.session, self.id, self.dim, ring.bit_width(m), payload).to_bytes()
 

@@ -13,6 +13,7 @@ Private keys are produced deterministically from a :class:`~secagg.drbg.Drbg` vi
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -49,6 +50,7 @@ _RAW = serialization.Encoding.Raw
 _RAW_PUB = serialization.PublicFormat.Raw
 _RAW_PRIV = serialization.PrivateFormat.Raw
 _NOENC = serialization.NoEncryption()
+_SHA256 = hashes.SHA256()
 
 
 def _lp(data: bytes) -> bytes:
@@ -59,8 +61,20 @@ def _is_bytes(x: object) -> bool:
     return isinstance(x, (bytes, bytearray))
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _parse_public(public: bytes) -> X25519PublicKey:
+    """Parsed public keys, memoised: a server regenerating the masks of dropped clients agrees with
+    the same survivors' public keys again and again (public values only; nothing secret is cached)."""
+    return X25519PublicKey.from_public_bytes(public)
+
+
 def check_agreement_public(public: bytes) -> X25519PublicKey:
     """Parse a 32-byte X25519 public key; ProtocolViolation if it is not one."""
+    if type(public) is bytes and len(public) == KEY_SIZE:
+        try:
+            return _parse_public(public)
+        except ValueError as exc:  # pragma: no cover - every 32-byte string parses
+            raise ProtocolViolation(f"invalid X25519 public key: {exc}") from None
     if not _is_bytes(public) or len(public) != KEY_SIZE:
         raise ProtocolViolation(f"an X25519 public key is {KEY_SIZE} bytes")
     try:
@@ -177,8 +191,17 @@ def derive_key(shared: bytes, *, session: bytes, purpose: str, u: int, v: int, l
             raise InvalidInput(f"{name} must be an int in [0, 2**64), got {val!r}")
     if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= 255 * 32:
         raise InvalidInput(f"length must be in [1, 8160], got {length!r}")
-    info = _lp(_KDF_LABEL) + _lp(purpose.encode("utf-8")) + _lp(bytes(session)) + struct.pack(">QQ", u, v)
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(bytes(shared))
+    info = _kdf_prefix(purpose, bytes(session)) + _QQ.pack(u, v)
+    return HKDF(algorithm=_SHA256, length=length, salt=None, info=info).derive(bytes(shared))
+
+
+_QQ = struct.Struct(">QQ")
+
+
+@functools.lru_cache(maxsize=1024)
+def _kdf_prefix(purpose: str, session: bytes) -> bytes:
+    """``lp(label) || lp(purpose) || lp(session)``: the part of :func:`derive_key`'s info shared by a round."""
+    return _lp(_KDF_LABEL) + _lp(purpose.encode("utf-8")) + _lp(session)
 
 
 def _aead(key: bytes) -> AESGCM:

@@ -147,6 +147,15 @@ class _Reader:
         self.pos = end
         return out
 
+    def take_view(self, n: int) -> memoryview:
+        """Like :meth:`take` but a zero-copy read-only view (``data`` is immutable bytes)."""
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
+            raise MalformedMessage(f"truncated message: need {n} bytes at offset {self.pos}, have {len(self.data) - self.pos}")
+        out = memoryview(self.data)[self.pos : end]
+        self.pos = end
+        return out
+
     def u8(self) -> int:
         return self.take(1)[0]
 
@@ -466,12 +475,15 @@ class MaskedInput(Message):
     """Round 2 upload: ``y_u`` packed at ``width = bit_width(M)`` bits per element.
 
     ``payload`` is :func:`secagg.ring.pack` output; :meth:`vector` unpacks it (MalformedMessage if an
-    element is ``>= M`` or the width does not match M).
+    element is ``>= M`` or the width does not match M). To avoid copying multi-megabyte vectors the
+    payload may also be a read-only, C-contiguous byte ``memoryview`` (format ``"B"``): a parsed
+    message holds a view into the received bytes, and a client may hand over a view of its masked
+    vector (:func:`secagg.ring.pack_view`); the encoding is the same bytes either way.
     """
 
     dim: int = 0
     width: int = 0
-    payload: bytes = field(default=b"", repr=False)
+    payload: bytes | memoryview = field(default=b"", repr=False)
 
     CODE: ClassVar[int] = 5
     KIND: ClassVar[str] = "masked-input"
@@ -482,14 +494,25 @@ class MaskedInput(Message):
         _check_party(self.dim, "dim")
         if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= 64:
             raise InvalidInput(f"width must be in [1, 64], got {self.width!r}")
-        if not isinstance(self.payload, bytes) or len(self.payload) != (self.dim * self.width + 7) // 8:
+        p = self.payload
+        if isinstance(p, memoryview):
+            if p.format != "B" or p.ndim != 1 or not p.c_contiguous or not p.readonly:
+                raise InvalidInput("a memoryview payload must be a read-only contiguous 1-D byte view")
+        elif not isinstance(p, bytes):
+            raise InvalidInput("payload must be bytes (or a read-only byte memoryview)")
+        if len(p) != (self.dim * self.width + 7) // 8:
             raise InvalidInput("payload length must be ceil(dim * width / 8)")
         pad = 8 * len(self.payload) - self.dim * self.width
         if pad and self.payload[-1] >> (8 - pad):
             raise InvalidInput("nonzero padding bits")
 
     def _body(self) -> bytes:
-        return _U32.pack(self.dim) + bytes([self.width]) + self.payload
+        return _U32.pack(self.dim) + bytes([self.width]) + bytes(self.payload)
+
+    def to_bytes(self) -> bytes:
+        """Header + body in a single join: the (large) payload is copied exactly once."""
+        head = _HDR.pack(self.CODE, ROUNDS.index(self.round), self.session, self.party)
+        return b"".join((head, _U32.pack(self.dim), bytes((self.width,)), self.payload))
 
     @classmethod
     def _parse_body(cls, r: _Reader, round: str, session: bytes, party: int) -> "MaskedInput":
@@ -497,19 +520,23 @@ class MaskedInput(Message):
         width = r.u8()
         if not 1 <= width <= 64:
             raise MalformedMessage(f"bad bit width {width}")
-        payload = r.take((dim * width + 7) // 8)
+        payload = r.take_view((dim * width + 7) // 8)  # zero-copy: a view into the received bytes
         pad = 8 * len(payload) - dim * width
         if pad and payload[-1] >> (8 - pad):
             raise MalformedMessage("nonzero padding bits in the packed vector")
         return cls._make(round, session, party, dim, width, payload)
 
-    def vector(self, modulus: int):  # noqa: ANN201 - np.ndarray
-        """Unpack ``y_u`` as a ``dtype_for(M)`` array (MalformedMessage on a width mismatch or element >= M)."""
+    def vector(self, modulus: int, *, copy: bool = True):  # noqa: ANN201 - np.ndarray
+        """Unpack ``y_u`` as a ``dtype_for(M)`` array (MalformedMessage on a width mismatch or element >= M).
+
+        ``copy=False`` may return a read-only view of the payload (widths 8/16/32/64; see
+        :func:`secagg.ring.unpack`): for a consumer that only reads it, e.g. the server's accumulator.
+        """
         from secagg.ring import bit_width, unpack
 
         if self.width != bit_width(modulus):
             raise MalformedMessage(f"masked input packed at {self.width} bits, expected {bit_width(modulus)}")
-        return unpack(self.payload, self.dim, modulus)
+        return unpack(self.payload, self.dim, modulus, copy=copy)
 
 
 @dataclass(frozen=True)

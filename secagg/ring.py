@@ -42,6 +42,7 @@ __all__ = [
     "packed_size",
     "pack",
     "unpack",
+    "pack_view",
 ]
 
 MAX_MODULUS = 1 << 64
@@ -92,12 +93,16 @@ def _check_dim(dim: Any) -> int:
     return int(dim)
 
 
-def as_ring_vector(x: Any, modulus: int, dim: int | None = None) -> np.ndarray:
+def as_ring_vector(x: Any, modulus: int, dim: int | None = None, *, copy: bool = True) -> np.ndarray:
     """Validate ``x`` as an element of ``Z_M^d`` and return a fresh ``dtype_for(M)`` copy.
 
     ``x`` must be 1-D, of an integer dtype (numpy integer array or a sequence of Python ints; floats
     and booleans are rejected even when integral), every element in ``[0, M)``, and of length ``dim``
     when given. Anything else raises :class:`~secagg.errors.InvalidInput`.
+
+    ``copy=False``: when ``x`` already is a numpy array of dtype ``dtype_for(M)`` (native byte order)
+    it is returned itself after validation, not copied (the caller must then not modify it while the
+    result is in use); other inputs are still converted into a fresh array.
     """
     m = check_modulus(modulus)
     dt = dtype_for(m)
@@ -134,6 +139,8 @@ def as_ring_vector(x: Any, modulus: int, dim: int | None = None) -> np.ndarray:
         if lo < 0 or hi >= m:
             bad = lo if lo < 0 else hi
             raise InvalidInput(f"ring vector element {bad} outside [0, {m})")
+    if not copy and arr is x and arr.dtype == dt:
+        return arr
     return np.array(arr, dtype=dt, copy=True)
 
 
@@ -298,9 +305,32 @@ def pack(x: np.ndarray, modulus: int) -> bytes:
     return _pack_groups(le, b)
 
 
-def unpack(data: bytes, dim: int, modulus: int) -> np.ndarray:
+def pack_view(x: np.ndarray, modulus: int) -> bytes | memoryview:
+    """:func:`pack` without a copy where possible: the same bytes, as a read-only byte ``memoryview``
+    of ``x`` itself when ``bit_width(M)`` is the dtype's width (8/16/32/64 bits) and ``x`` is
+    C-contiguous little-endian; otherwise ``pack(x, modulus)``. The view aliases ``x``: do not
+    modify ``x`` while the view is in use.
+    """
+    m = check_modulus(modulus)
+    dt = dtype_for(m)
+    if (
+        isinstance(x, np.ndarray)
+        and x.ndim == 1
+        and x.dtype == dt
+        and x.dtype.byteorder in "<=|"
+        and np.little_endian
+        and x.flags.c_contiguous
+        and (m - 1).bit_length() == dt.itemsize * 8
+    ):
+        return memoryview(x.view(np.uint8)).toreadonly()
+    return pack(x, m)
+
+
+def unpack(data: bytes, dim: int, modulus: int, *, copy: bool = True) -> np.ndarray:
     """Inverse of :func:`pack`: returns a fresh ``dtype_for(M)`` vector of length ``dim``.
 
+    With ``copy=False`` and a width of exactly 8/16/32/64 bits (``bit_width(M)`` equal to the dtype's
+    width) the result may instead be a read-only view of ``data`` (no copy; it keeps ``data`` alive).
     Raises :class:`~secagg.errors.MalformedMessage` if ``len(data) != packed_size(dim, M)``, if any
     padding bit is set, or if an element is ``>= M``.
     """
@@ -319,7 +349,8 @@ def unpack(data: bytes, dim: int, modulus: int) -> np.ndarray:
     w = dt.itemsize * 8
     le_dt = dt.newbyteorder("<")
     if b == w:
-        out = raw.view(le_dt).astype(dt)
+        view = raw.view(le_dt)
+        out = view.astype(dt) if copy or view.dtype != dt else view
     elif b % 8 == 0:
         nb = b // 8
         tmp = np.zeros((dim, dt.itemsize), dtype=np.uint8)

@@ -231,7 +231,7 @@ class Server:
             try:
                 if msg.dim != self.dim:
                     raise MalformedMessage(f"masked input of length {msg.dim}, expected {self.dim}")
-                y = msg.vector(m)
+                y = msg.vector(m, copy=False)  # read-only view of the upload where the width allows
             except SecAggError as exc:
                 self.rejected[cid] = exc
                 continue
@@ -344,12 +344,13 @@ class Server:
         acc = self._acc
         assert acc is not None
         m = self.modulus
-        scratch = prg.new_scratch()
         try:
+            # every secret from exactly t shares (the t smallest holder ids); each seed derived once
+            masks: list[tuple[bytes, str, int]] = []
             for u in sorted(u3):
                 chosen = sorted(b_sh[u])[:t]
                 b_u = shamir.reconstruct({w: b_sh[u][w] for w in chosen}, t, 32)
-                prg.add_mask(acc, b_u, session=self.session, purpose=prg.PURPOSE_SELF, modulus=m, sign=-1, scratch=scratch)
+                masks.append((b_u, prg.PURPOSE_SELF, -1))
             for v, survivors in to_cancel.items():
                 chosen = sorted(k_sh[v])[:t]
                 sk = keys.AgreementKey.from_private_bytes(shamir.reconstruct({w: k_sh[v][w] for w in chosen}, t, 32))
@@ -357,7 +358,9 @@ class Server:
                     raise MalformedMessage(f"reconstructed s_sk_{v} does not match its advertised s_pk")
                 for w in survivors:
                     seed = pairwise_seed(sk, self.keys[w][1], session=self.session, u=v, v=w)
-                    prg.add_mask(acc, seed, session=self.session, purpose=prg.PURPOSE_PAIRWISE, modulus=m, sign=-mask_sign(w, v), scratch=scratch)
+                    masks.append((seed, prg.PURPOSE_PAIRWISE, -mask_sign(w, v)))
+            # all masks removed in one streamed pass over acc per group of masks (prg.add_masks)
+            prg.add_masks(acc, masks, session=self.session, modulus=m)
         except SecAggError as exc:
             raise self._abort("unmasking", f"reconstruction failed: {exc}") from None
         self._acc = None
