@@ -1,0 +1,183 @@
+"""Benchmark 2: a full SecAgg+ round, ours against Flower's (flwr 1.42), same (n, d, t, graph) and inputs.
+
+Flower lives in its own virtual environment (its pins conflict with ours, see docs/benchmarks.md), so
+each Flower round runs ``bench/flower_driver.py`` under that environment's Python in a subprocess; the
+wall time reported is measured *inside* the driver around Flower's workflow call (interpreter start and
+imports excluded). Both results are checked against the plaintext sum of the same integer inputs.
+
+Graph mapping: Flower's ``num_shares = 1.0`` (every client shares with all) <-> our complete graph;
+Flower's ``num_shares = s`` (odd: s - 1 ring neighbours plus the client itself) <-> our Harary graph of
+degree ``k = s - 1`` with the self-edge (``s`` share holders). Same threshold ``t`` on both sides.
+Our modulus M = 2**32 = Flower's default ``modulus_range``; inputs are 16-bit integers.
+
+Timings are interleaved ours / Flower's per repeat; the speedup is median(Flower) / median(ours).
+Where Flower is too slow for the mode, its figure is the measured one in shared/reference/peers.md
+(2-core machine like ours), clearly marked ``source = "peers.md"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from bench import common
+from bench.common import goal
+
+INSTALL = """python3 -m venv /tmp/flwr-venv
+/tmp/flwr-venv/bin/pip install --no-deps flwr==1.42.0
+/tmp/flwr-venv/bin/pip install certifi "numpy<3" "grpcio>=1.70,<2" "grpcio-health-checking>=1.70,<2" \\
+    "protobuf>=5.28,<7" "cryptography>=50,<51" "pycryptodome>=3.18,<4" "iterators>=0.0.2,<0.0.3" \\
+    "typer>=0.13,<0.21" tomli tomli-w "pathspec>=1.0.4" prompt-toolkit "rich>=14,<15" pyyaml requests httpx click "packaging<26"
+(or set FLWR_PYTHON to a Python that can `import flwr`)"""
+
+# measured Flower round times on a 2-core machine like ours (shared/reference/peers.md)
+PEERS_S = {(50, 10000, "complete"): 21.8, (100, 10000, "complete"): 167.0, (50, 1000000, "complete"): 30.6, (100, 1000000, 11): 10.0}
+
+DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flower_driver.py")
+M = 1 << 32
+Q = 1 << 16
+
+
+def flower_python() -> tuple[str | None, str]:
+    """(python executable that can import flwr, version) or (None, reason)."""
+    cands = [os.environ.get("FLWR_PYTHON"), "/tmp/flwr-venv/bin/python"]
+    for py in cands:
+        if not py or not os.path.exists(py):
+            continue
+        try:
+            r = subprocess.run([py, "-c", "import flwr, flwr.client.mod.secure_aggregation.secaggplus_mod; print(flwr.__version__)"],
+                               capture_output=True, text=True, timeout=120)
+        except Exception as exc:  # noqa: BLE001
+            return None, f"{py}: {exc}"
+        if r.returncode == 0:
+            return py, r.stdout.strip()
+        return None, f"{py} cannot import flwr: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}"
+    return None, "no Python with flwr found (FLWR_PYTHON unset and /tmp/flwr-venv absent)"
+
+
+def run_flower(py: str, x: np.ndarray, num_shares: str, t: int, workdir: str, timeout: float = 1800) -> dict[str, Any]:
+    """One Flower round through the driver; returns its JSON result."""
+    inp = os.path.join(workdir, "inputs.npy")
+    out = os.path.join(workdir, "flower.json")
+    if not os.path.exists(inp) or np.load(inp, mmap_mode="r").shape != x.shape:
+        np.save(inp, x)
+    if os.path.exists(out):
+        os.remove(out)
+    r = subprocess.run([py, DRIVER, "--inputs", inp, "--num-shares", num_shares, "--threshold", str(t),
+                        "--quantization-range", str(Q), "--modulus-range", str(M), "--out", out],
+                       capture_output=True, text=True, timeout=timeout)
+    if not os.path.exists(out):
+        return {"ok": False, "error": f"driver exit {r.returncode}: {r.stderr[-500:]}"}
+    with open(out) as f:
+        return json.load(f)
+
+
+def run_ours(x: np.ndarray, graph: str, k: int | None, t: int, seed: int) -> dict[str, Any]:
+    from secagg.protocol import run_secure_aggregation
+
+    t0 = time.perf_counter()
+    res = run_secure_aggregation(x, modulus=M, threshold=t, graph=graph, neighbours=k, seed=seed)
+    wall = time.perf_counter() - t0
+    truth = (x.astype(np.uint64).sum(axis=0) % M).astype(res.sum.dtype)
+    ok = bool(np.array_equal(res.sum, truth))
+    clients = sum(v["clients"] for v in res.timings.values())
+    return {"ok": ok, "wall_s": wall, "clients_s": clients, "server_s": sum(v["server"] for v in res.timings.values()), "k": res.graph.k}
+
+
+def points(quick: bool) -> list[dict[str, Any]]:
+    """Comparison points: n, d, shares (None = complete), t, Flower repeats, ours repeats."""
+    if common.SMOKE:
+        return [{"n": 5, "d": 100, "shares": None, "flower_repeats": 1}]
+    if quick:
+        return [
+            {"n": 20, "d": 10000, "shares": None, "flower_repeats": 1},
+            {"n": 100, "d": 1000000, "shares": 11, "flower_repeats": 1},
+        ]
+    return [
+        {"n": 20, "d": 10000, "shares": None, "flower_repeats": 3},
+        {"n": 50, "d": 10000, "shares": None, "flower_repeats": 1},
+        {"n": 100, "d": 10000, "shares": None, "flower_repeats": 1},
+        {"n": 100, "d": 1000000, "shares": 11, "flower_repeats": 3},
+    ]
+
+
+def run(quick: bool = False, repeats: int = 3, log=print) -> dict[str, Any]:  # noqa: ANN001
+    out: dict[str, Any] = {"name": "flower"}
+    py, ver = flower_python()
+    rows = []
+    goals = []
+    if py is None:
+        msg = f"Flower not available ({ver}); skipped. Install with:\n{INSTALL}"
+        log("  " + msg.replace("\n", "\n  "))
+        out["skipped"] = msg
+    else:
+        out["flwr_version"] = ver
+        out["flwr_python"] = py
+    for p in points(quick):
+        n, d, s = p["n"], p["d"], p["shares"]
+        holders = n if s is None else s
+        t = holders // 2 + 1
+        graph, k = ("complete", None) if s is None else ("secagg+", s - 1)
+        x = np.random.default_rng(n * 31 + d).integers(0, Q, size=(n, d), dtype=np.uint64).astype(np.uint32)
+        ours, flw = [], []
+        with tempfile.TemporaryDirectory(prefix="bench-flwr-") as wd:
+            fr = p["flower_repeats"] if py else 0
+            for r in range(max(repeats, fr)):
+                if r < repeats:
+                    ours.append(run_ours(x, graph, k, t, seed=r))
+                if r < fr:
+                    flw.append(run_flower(py, x, "1.0" if s is None else str(s), t, wd))
+                    if not flw[-1].get("ok"):
+                        log(f"  Flower failed at n={n} d={d}: {flw[-1].get('error')}")
+                        break
+        our_s = float(np.median([o["wall_s"] for o in ours]))
+        row: dict[str, Any] = {
+            "n": n, "d": d, "graph": "complete" if s is None else f"{s} share holders (k={s - 1})", "t": t,
+            "ours_s": our_s, "ours_ok": all(o["ok"] for o in ours), "ours_repeats": len(ours),
+        }
+        good = [f for f in flw if f.get("ok")]
+        if good:
+            # Flower's wall time without its protobuf round trips (favours Flower; ours includes its wire format)
+            f_s = float(np.median([f["wall_without_transport_s"] for f in good]))
+            row.update(flower_s=f_s, flower_ok=True, flower_repeats=len(good), source="measured (same run)",
+                       flower_clients_s=float(np.median([f["clients_s"] for f in good])),
+                       flower_server_s=float(np.median([f["server_s"] for f in good])),
+                       flower_transport_s=float(np.median([f["transport_s"] for f in good])),
+                       flower_wall_with_protobuf_s=float(np.median([f["wall_s"] for f in good])),
+                       flower_stage_clients_s=good[0]["stage_clients_s"], speedup=f_s / our_s)
+        else:
+            row.update(flower_ok=False if flw else None, flower_error=flw[-1].get("error") if flw else out.get("skipped", "")[:80])
+        rows.append(row)
+        log(f"  n={n} d={d} {row['graph']}: ours {our_s:.2f} s, Flower {row.get('flower_s', float('nan')):.2f} s")
+    out["rows"] = rows
+    if common.SMOKE:
+        out["goals"] = []
+        return out
+    # goals: n=100, d=1e4 complete (>= 20x); n=100, d=1e6, 11 holders (>= 10x)
+    for key, target, label in (((100, 10000, None), 20.0, "n=100, d=1e4, complete"), ((100, 1000000, 11), 10.0, "n=100, d=1e6, 11 neighbours")):
+        n, d, s = key
+        meas = [r for r in rows if r["n"] == n and r["d"] == d and r.get("speedup") and ((s is None) == (r["graph"] == "complete"))]
+        if meas:
+            goals.append(goal(f"speedup vs Flower SecAgg+, {label}", meas[0]["speedup"], target, lower_is_better=False, note="Flower measured in the same run"))
+            continue
+        # ours measured here, Flower from peers.md
+        ref = PEERS_S[(n, d, "complete" if s is None else s)]
+        holders = n if s is None else s
+        t = holders // 2 + 1
+        x = np.random.default_rng(n * 31 + d).integers(0, Q, size=(n, d), dtype=np.uint64).astype(np.uint32)
+        ours = [run_ours(x, "complete" if s is None else "secagg+", None if s is None else s - 1, t, seed=r) for r in range(repeats)]
+        our_s = float(np.median([o["wall_s"] for o in ours]))
+        rows.append({"n": n, "d": d, "graph": "complete" if s is None else f"{s} share holders (k={s - 1})", "t": t, "ours_s": our_s,
+                     "ours_ok": all(o["ok"] for o in ours), "ours_repeats": len(ours), "flower_s": ref, "source": "peers.md (not this run)",
+                     "speedup": ref / our_s})
+        goals.append(goal(f"speedup vs Flower SecAgg+, {label}", ref / our_s, target, lower_is_better=False,
+                          note="Flower figure from peers.md (2-core machine like ours), not measured in this run"))
+    out["goals"] = goals
+    return out

@@ -1,0 +1,155 @@
+"""Plots of the suite's JSON results (matplotlib, Agg backend): ``bench_*.png``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_all(results: dict[str, Any], outdir: str) -> list[str]:
+    """Write every plot the results allow into ``outdir``; return the paths written."""
+    os.makedirs(outdir, exist_ok=True)
+    written = []
+    for fn in (_time_vs_nd, _ratio_to_floor, _flower, _expansion):
+        try:
+            p = fn(results, outdir)
+        except Exception as exc:  # noqa: BLE001 - a plot must never sink the suite
+            print(f"  plot {fn.__name__} failed: {exc!r}")
+            p = None
+        if p:
+            written.append(p)
+    return written
+
+
+def _time_vs_nd(results: dict[str, Any], outdir: str) -> str | None:
+    rows = results.get("protocol_phases", {}).get("engine", [])
+    rows = [r for r in rows if r["variant"] == "honest-but-curious" and r["dropout"] == 0.0]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for graph, ls in (("complete", "-"), ("secagg+", "--")):
+        for n in sorted({r["n"] for r in rows}):
+            sel = sorted((r for r in rows if r["n"] == n and r["graph"] == graph), key=lambda r: r["d"])
+            if sel:
+                axes[0].plot([r["d"] for r in sel], [r["wall_s"] for r in sel], ls, marker="o", label=f"n={n} {graph}")
+        for d in sorted({r["d"] for r in rows}):
+            sel = sorted((r for r in rows if r["d"] == d and r["graph"] == graph), key=lambda r: r["n"])
+            if len(sel) > 1:
+                axes[1].plot([r["n"] for r in sel], [r["wall_s"] for r in sel], ls, marker="o", label=f"d={d:.0e} {graph}")
+    for ax, xl in zip(axes, ("d (vector length)", "n (clients)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.set_ylabel("full round wall time (s)")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    fig.suptitle("Faithful SecAgg / SecAgg+ round, all clients and the server emulated on one core (no dropouts)")
+    fig.tight_layout()
+    p = os.path.join(outdir, "bench_time_vs_n_d.png")
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def _ratio_to_floor(results: dict[str, Any], outdir: str) -> str | None:
+    pp = results.get("protocol_phases", {})
+    prim = pp.get("mask_primitive", [])
+    eng = [r for r in pp.get("engine", []) if r["variant"] == "honest-but-curious"]
+    if not prim and not eng:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for k in sorted({r["k"] for r in prim}):
+        sel = sorted((r for r in prim if r["k"] == k), key=lambda r: r["d"])
+        axes[0].plot([r["d"] for r in sel], [r["ratio"] for r in sel], marker="o", label=f"prg.add_mask, k+1={k + 1} masks")
+    for n in sorted({r["n"] for r in eng}):
+        sel = sorted((r for r in eng if r["n"] == n and r["dropout"] == 0.0 and r["graph"] == "secagg+"), key=lambda r: r["d"])
+        if sel:
+            axes[0].plot([r["d"] for r in sel], [r["client_masking_ratio"] for r in sel], "--", marker="s", label=f"engine masked-input, n={n}, SecAgg+")
+    for p_drop in (0.1, 0.3):
+        for graph in ("complete", "secagg+"):
+            sel = sorted((r for r in eng if r["dropout"] == p_drop and r["graph"] == graph and r["n"] >= 100), key=lambda r: (r["d"], r["n"]))
+            if sel:
+                axes[1].plot([r["d"] for r in sel], [r["server_unmasking_ratio"] for r in sel], marker="o", ls="-" if graph == "complete" else "--",
+                             label=f"{graph}, {int(p_drop * 100)}% dropouts, n in {sorted({r['n'] for r in sel})}")
+    axes[0].axhline(1.6, color="k", lw=0.8, ls=":", label="goal 1.6x")
+    axes[1].axhline(1.5, color="k", lw=0.8, ls=":", label="goal 1.5x")
+    axes[0].set_title("client masking / AES-CTR keystream floor")
+    axes[1].set_title("server unmasking / AES-CTR keystream floor")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("d")
+        ax.set_ylabel("ratio (median time / median floor)")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    p = os.path.join(outdir, "bench_ratio_to_floor.png")
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def _flower(results: dict[str, Any], outdir: str) -> str | None:
+    rows = [r for r in results.get("flower", {}).get("rows", []) if r.get("speedup")]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    labels = [f"n={r['n']}, d={r['d']:.0e}\n{r['graph'].split(' (')[0]}" + ("\n(peers.md)" if "peers" in r.get("source", "") else "") for r in rows]
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["flower_s"] for r in rows], width=0.4, label="Flower 1.42 SecAgg+")
+    ax.bar([x + 0.2 for x in xs], [r["ours_s"] for r in rows], width=0.4, label="ours")
+    for x, r in zip(xs, rows):
+        ax.text(x, max(r["flower_s"], r["ours_s"]) * 1.15, f"{r['speedup']:.0f}x", ha="center", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("full round wall time (s)")
+    ax.set_title("Full SecAgg+ round: ours vs Flower (same n, d, t, graph, inputs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = os.path.join(outdir, "bench_vs_flower.png")
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def _expansion(results: dict[str, Any], outdir: str) -> str | None:
+    rows = [r for r in results.get("communication", {}).get("model", []) if r["dropout"] == 0.0]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for graph, ls in (("complete", "-"), ("secagg+", "--")):
+        for n in sorted({r["n"] for r in rows}):
+            sel = sorted((r for r in rows if r["n"] == n and r["graph"] == graph), key=lambda r: r["d"])
+            if sel:
+                ax.plot([r["d"] for r in sel], [r["expansion_traffic"] for r in sel], ls, marker="o", label=f"n={n} {graph}")
+    pap = sorted((r for r in rows if r["graph"] == "complete" and r["paper_expansion"] and r["n"] == max(x["n"] for x in rows)), key=lambda r: r["d"])
+    if pap:
+        ax.plot([r["d"] for r in pap], [r["paper_expansion"] for r in pap], ":", color="k", label=f"paper model, n={pap[0]['n']}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("d")
+    ax.set_ylabel("(upload + download) per client / 16-bit input")
+    ax.set_title("Communication expansion (our wire format, 16-bit inputs)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    p = os.path.join(outdir, "bench_expansion.png")
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
