@@ -31,10 +31,17 @@ message of that round, then vanishes (``"masked-input:after"``: ``y_u`` arrives,
 but gives no shares). ``"<round>:before"`` is the same as the plain name. A dropout at
 ``"consistency-check"`` in the honest-but-curious variant (which has no such round) takes effect at
 the next round the client would send in, unmasking.
+
+Parallel clients (``workers=W > 1``, opt-in): the clients' round computations run in ``W`` forked worker
+processes (:class:`~secagg.transport.ProcessTransport`); clients and server still exchange only bytes
+through the transport and the result -- sum, sets, ledger, client errors, aborts -- is identical to
+``workers=1`` for the same seed. Where ``fork`` is unavailable it falls back to ``workers=1`` with a
+``RuntimeWarning``. ``workers=1`` (the default) is the in-process path.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -49,7 +56,7 @@ from secagg.keys import SigningKey
 from secagg.ledger import Ledger
 from secagg.messages import ROUNDS, SESSION_SIZE
 from secagg.server import Server
-from secagg.transport import Interceptor, Transport
+from secagg.transport import Interceptor, ProcessTransport, Transport, fork_available
 
 __all__ = [
     "ROUNDS",
@@ -128,7 +135,11 @@ class AggregationResult:
         included: U3, the ids whose inputs are in ``sum``.
         sets: ``"U1"``..``"U5"`` (U4 == U3 in the honest-but-curious variant).
         timings: ``round -> {"clients": s (summed over clients), "client_max": s, "server": s}`` for every
-            name in ROUNDS (zeros for a round the variant does not run).
+            name in ROUNDS (zeros for a round the variant does not run). With ``workers > 1``,
+            ``"clients"`` is the wall time of the parallel client phase (the part of the round the main
+            process waited for the workers; ``clients + server`` = the round's wall time) and the rounds
+            that ran also carry ``"client_sum"`` (client seconds summed over clients, measured in the
+            workers) and ``"client_cpu"`` (their summed CPU seconds).
         ledger: every message on the wire. modulus, threshold, dim, n, variant, graph, session: the run.
         client_errors: ``id -> error`` of clients that aborted (they are treated as dropped).
         rejected: ``id -> error`` of uploads the server refused.
@@ -219,7 +230,9 @@ class Session:
 
     Exposed so tests and tools can plug in a different ``server_class`` (e.g. a malicious server), an
     ``interceptor`` on the wire, and inspect ``clients`` (``released`` shares, ``aborted`` errors) after
-    :meth:`run`.
+    :meth:`run`. With ``workers > 1`` the clients compute in worker processes forked by :meth:`run`
+    (stopped when it returns or raises) and ``clients`` are mirrors kept up to date with each client's
+    ``aborted``, ``released`` and ``views`` (see :mod:`secagg.transport`); a session runs once.
     """
 
     def __init__(
@@ -237,7 +250,10 @@ class Session:
         dropout_fraction: float = 0.05,
         server_class: type[Server] | Callable[..., Server] | None = None,
         interceptor: Interceptor | None = None,
+        workers: int = 1,
     ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or int(workers) < 1:
+            raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
         if variant not in VARIANTS:
             raise InvalidInput(f"variant must be one of {VARIANTS}, got {variant!r}")
         if graph not in GRAPHS:
@@ -276,7 +292,14 @@ class Session:
         self.server = cls(
             n=n, dim=d, modulus=m, threshold=self.threshold, graph=self.graph, variant=variant, session=self.session, pki=self.pki
         )
-        self.transport = Transport(self.clients, self.server, schedule, interceptor)
+        self.workers = min(int(workers), n)
+        if self.workers > 1 and not fork_available():
+            warnings.warn("parallel clients need the fork start method; running with workers=1", RuntimeWarning, stacklevel=2)
+            self.workers = 1
+        if self.workers > 1:
+            self.transport: Transport = ProcessTransport(self.clients, self.server, schedule, interceptor, workers=self.workers)
+        else:
+            self.transport = Transport(self.clients, self.server, schedule, interceptor)
 
     def run(self) -> AggregationResult:
         """Run every round; return the result or raise ProtocolAborted (with ``ledger``,
@@ -291,6 +314,8 @@ class Session:
             exc.client_errors = dict(tr.client_errors)  # type: ignore[attr-defined]
             exc.sets = dict(self.server.sets)  # type: ignore[attr-defined]
             raise
+        finally:
+            tr.close()  # parallel clients: stop the workers (no-op in-process)
         assert isinstance(total, np.ndarray)
         sets = dict(self.server.sets)
         sets.setdefault("U4", sets["U3"])
@@ -328,6 +353,7 @@ def run_secure_aggregation(
     dropout_fraction: float = 0.05,
     server_class: type[Server] | Callable[..., Server] | None = None,
     interceptor: Interceptor | None = None,
+    workers: int = 1,
 ) -> AggregationResult:
     """Securely sum ``inputs`` over Z_M with the protocol of Bonawitz et al. (CCS 2017, Figure 4).
 
@@ -347,6 +373,8 @@ def run_secure_aggregation(
         neighbours: SecAgg+ degree k (even, ``2 <= k < n``), overriding the parameter finder.
         corrupt_fraction, dropout_fraction: gamma, delta for the SecAgg+ parameter finder.
         server_class: alternative Server (tests: malicious servers). interceptor: hook on the wire.
+        workers: run the clients' computations in this many forked worker processes (``1``, the
+            default: in-process). Same result, ledger and errors for any value (module docstring).
 
     Returns:
         :class:`AggregationResult` with ``sum = sum_{u in U3} x_u mod M``.
@@ -368,4 +396,5 @@ def run_secure_aggregation(
         dropout_fraction=dropout_fraction,
         server_class=server_class,
         interceptor=interceptor,
+        workers=workers,
     ).run()
