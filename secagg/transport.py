@@ -147,19 +147,9 @@ class Transport:
                 self.alive.discard(u)
                 self.dropped.add(u)
                 continue
-            incoming = self._inbox.pop(u)
-            t0 = time.perf_counter()
-            try:
-                fn = getattr(self.clients[u], cmethod)
-                out = fn() if incoming is None else fn(incoming)
-            except SecAggError as exc:
-                self.client_errors[u] = exc
-                self.alive.discard(u)
+            out = self._client_upload(u, cmethod, self._inbox.pop(u), stats)
+            if out is None:  # the client aborted; its error is in client_errors
                 continue
-            finally:
-                dt = time.perf_counter() - t0
-                stats["clients"] += dt
-                stats["client_max"] = max(stats["client_max"], dt)
             self.ledger.record(round, "up", u, _kind(out, UPLOAD_KIND[round]), len(out))
             if self.interceptor is not None:
                 out = self.interceptor(round, "up", u, out)
@@ -167,6 +157,27 @@ class Transport:
                 self.alive.discard(u)
                 self.dropped.add(u)
             yield u, out
+
+    def _client_upload(self, u: int, cmethod: str, incoming: bytes | None, stats: dict[str, float]) -> bytes | None:
+        """Run client ``u``'s round method in this process; ``None`` (error recorded) if it aborts."""
+        return self._call_local(u, cmethod, incoming, stats)
+
+    def _call_local(self, u: int, cmethod: str, incoming: bytes | None, stats: dict[str, float],
+                    *also: str) -> bytes | None:
+        t0 = time.perf_counter()
+        try:
+            fn = getattr(self.clients[u], cmethod)
+            return fn() if incoming is None else fn(incoming)
+        except SecAggError as exc:
+            self.client_errors[u] = exc
+            self.alive.discard(u)
+            return None
+        finally:
+            dt = time.perf_counter() - t0
+            stats["clients"] += dt
+            for key in also:
+                stats[key] += dt
+            stats["client_max"] = max(stats["client_max"], dt)
 
     def close(self) -> None:
         """Release resources (nothing to do in-process; :class:`ProcessTransport` stops its workers)."""
@@ -486,50 +497,23 @@ class ProcessTransport(Transport):
         return status, (error if status == "error" else out)
 
     def _uplink(self, round: str, stats: dict[str, float]) -> Iterator[tuple[int, bytes]]:
-        r = ROUNDS.index(round)
-        cmethod = METHODS[round][0]
         stats.setdefault("client_sum", 0.0)
         stats.setdefault("client_cpu", 0.0)
-        for u in sorted(self.alive):
-            if u not in self._inbox:
-                self.alive.discard(u)
-                continue
-            if self._drops_before(u, r):
-                self.alive.discard(u)
-                self.dropped.add(u)
-                continue
-            incoming = self._inbox.pop(u)
-            t0 = time.perf_counter()
-            if u in self._remote:
-                try:
-                    status, res = self._receive(u, stats)
-                finally:
-                    stats["clients"] += time.perf_counter() - t0
-                if status == "error":
-                    assert isinstance(res, SecAggError)
-                    self.client_errors[u] = res
-                    self.alive.discard(u)
-                    continue
-                out = res
-            else:
-                # its worker computed an upload the server never read: like the lazy serial uplink, the
-                # client has not run that call; its mirror (state before that call) answers instead
-                try:
-                    fn = getattr(self.clients[u], cmethod)
-                    out = fn() if incoming is None else fn(incoming)
-                except SecAggError as exc:
-                    self.client_errors[u] = exc
-                    self.alive.discard(u)
-                    continue
-                finally:
-                    dt = time.perf_counter() - t0
-                    stats["clients"] += dt
-                    stats["client_sum"] += dt
-                    stats["client_max"] = max(stats["client_max"], dt)
-            self.ledger.record(round, "up", u, _kind(out, UPLOAD_KIND[round]), len(out))
-            if self.interceptor is not None:
-                out = self.interceptor(round, "up", u, out)
-            if self._drops_after(u, r):
-                self.alive.discard(u)
-                self.dropped.add(u)
-            yield u, out
+        return super()._uplink(round, stats)
+
+    def _client_upload(self, u: int, cmethod: str, incoming: bytes | None, stats: dict[str, float]) -> bytes | None:
+        if u not in self._remote:
+            # its worker computed an upload the server never read: like the lazy serial uplink, the
+            # client has not run that call; its mirror (state before that call) answers instead
+            return self._call_local(u, cmethod, incoming, stats, "client_sum")
+        t0 = time.perf_counter()
+        try:
+            status, res = self._receive(u, stats)
+        finally:
+            stats["clients"] += time.perf_counter() - t0
+        if status == "error":
+            assert isinstance(res, SecAggError)
+            self.client_errors[u] = res
+            self.alive.discard(u)
+            return None
+        return res  # type: ignore[return-value]
