@@ -308,3 +308,24 @@ def test_server_streams_masked_inputs_and_keeps_one_accumulator() -> None:
                                  dropouts={3: "masked-input"})
     expected = [e for u in range(n) if u != 3 for e in (("produced", u), ("consumed", u))]
     assert events == expected and 3 not in res.included
+
+
+def test_protocol_aborted_pickles_with_its_state():
+    """ProtocolAborted crosses process boundaries (multiprocessing) with round, reason, party and the
+    state attached by the engine (e.g. the ledger), and every other typed error pickles too."""
+    import pickle
+
+    import secagg.errors as errors
+
+    exc = errors.ProtocolAborted("unmasking", "only 2 of t=3 responses", party=None)
+    exc.sets = {"U1": frozenset({0, 1, 2})}
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is errors.ProtocolAborted
+    assert (back.round, back.reason, back.party) == ("unmasking", "only 2 of t=3 responses", None)
+    assert back.sets == exc.sets and str(back) == str(exc)
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        if cls is errors.ProtocolAborted:
+            continue
+        other = pickle.loads(pickle.dumps(cls("boom")))
+        assert type(other) is cls and str(other) == "boom"

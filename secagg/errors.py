@@ -65,6 +65,9 @@ class ProtocolAborted(SecAggError):
         who = "server" if party is None else f"client {party}"
         super().__init__(f"protocol aborted in round {round!r} by {who}: {reason}")
 
+    def __reduce__(self):  # noqa: ANN204 - pickle with the constructor's arguments and attached state
+        return (type(self), (self.round, self.reason, self.party), self.__dict__)
+
 
 class OverflowRisk(SecAggError, ValueError):
     """The chosen modulus cannot hold the sum of the clients' discretized inputs without wrapping."""
