@@ -89,12 +89,21 @@ def _run(args: argparse.Namespace, names: tuple[str, ...], out: str, repeats: in
         with open(path) as f:
             earlier = json.load(f)
         runs = earlier.get("meta", {}).get("runs", [earlier.get("meta", {})])
+        em = earlier.get("meta", {})
+        for k, v in earlier.items():
+            # benchmarks of an earlier run without their own record get that run's window and load
+            if k != "meta" and isinstance(v, dict) and "ran" not in v and em.get("started_utc"):
+                v["ran"] = {"started_utc": em.get("started_utc"), "finished_utc": em.get("finished_utc"),
+                            "loadavg_start": em.get("machine", {}).get("loadavg"), "loadavg_end": em.get("loadavg_end"),
+                            "command": em.get("command")}
         results = {**{k: v for k, v in earlier.items() if k != "meta"}, **results}
         results["meta"]["runs"] = [r for r in runs if r] + [{k: results["meta"][k] for k in ("command", "started_utc")}]
     failed = []
     for name in names:
         print(f"[bench] {name} ...", flush=True)
         t0 = time.perf_counter()
+        ran = {"started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "loadavg_start": list(os.getloadavg()),
+               "command": results["meta"]["command"]}
         try:
             results[name] = _load(name).run(quick=args.quick, repeats=repeats, log=lambda s: print(s, flush=True))
         except Exception as exc:  # noqa: BLE001 - record and go on with the next benchmark
@@ -102,6 +111,8 @@ def _run(args: argparse.Namespace, names: tuple[str, ...], out: str, repeats: in
             results[name] = {"name": name, "error": repr(exc)}
             failed.append(name)
         results[name]["seconds"] = time.perf_counter() - t0
+        ran.update(finished_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), loadavg_end=list(os.getloadavg()))
+        results[name]["ran"] = ran
         print(f"[bench] {name} done in {results[name]['seconds']:.0f} s", flush=True)
         write_json(path, results)
     results["meta"]["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

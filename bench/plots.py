@@ -72,7 +72,7 @@ def _ratio_to_floor(results: dict[str, Any], outdir: str) -> str | None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for k in sorted({r["k"] for r in prim}):
         sel = sorted((r for r in prim if r["k"] == k), key=lambda r: r["d"])
-        axes[0].plot([r["d"] for r in sel], [r["ratio"] for r in sel], marker="o", label=f"prg.add_mask, k+1={k + 1} masks")
+        axes[0].plot([r["d"] for r in sel], [r["ratio"] for r in sel], marker="o", label=f"prg.add_masks (client), k+1={k + 1} masks")
     for n in sorted({r["n"] for r in eng}):
         sel = sorted((r for r in eng if r["n"] == n and r["dropout"] == 0.0 and r["graph"] == "secagg+"), key=lambda r: r["d"])
         if sel:
@@ -110,16 +110,22 @@ def _flower(results: dict[str, Any], outdir: str) -> str | None:
     fig, ax = plt.subplots(figsize=(7.5, 4))
     labels = [f"n={r['n']}, d={r['d']:.0e}\n{r['graph'].split(' (')[0]}" + ("\n(peers.md)" if "peers" in r.get("source", "") else "") for r in rows]
     xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["flower_s"] for r in rows], width=0.4, label="Flower 1.42 SecAgg+")
-    ax.bar([x + 0.2 for x in xs], [r["ours_s"] for r in rows], width=0.4, label="ours")
+    w2 = any(r.get("ours_w2_s") for r in rows)
+    wd = 0.27 if w2 else 0.4
+    ax.bar([x - wd for x in xs] if w2 else [x - 0.2 for x in xs], [r["flower_s"] for r in rows], width=wd, label="Flower 1.42 SecAgg+ (clients serial)")
+    ax.bar(list(xs) if w2 else [x + 0.2 for x in xs], [r["ours_s"] for r in rows], width=wd, label="ours, serial (one process)")
+    if w2:
+        ax.bar([x + wd for x in xs], [r.get("ours_w2_s") or 0 for r in rows], width=wd, label="ours, workers=2 (two processes)")
     for x, r in zip(xs, rows):
-        ax.text(x, max(r["flower_s"], r["ours_s"]) * 1.15, f"{r['speedup']:.0f}x", ha="center", fontsize=8)
+        txt = f"{r['speedup']:.0f}x" + (f" / {r['speedup_w2']:.0f}x" if r.get("speedup_w2") else "")
+        ax.text(x, max(r["flower_s"], r["ours_s"]) * 1.15, txt, ha="center", fontsize=8)
     ax.set_yscale("log")
+    ax.set_ylim(top=max(r["flower_s"] for r in rows) * 30)  # room for the labels above the legend
     ax.set_xticks(list(xs))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("full round wall time (s)")
-    ax.set_title("Full SecAgg+ round: ours vs Flower (same n, d, t, graph, inputs)")
-    ax.legend(fontsize=8)
+    ax.set_title("Full SecAgg+ round: ours vs Flower (same n, d, t, graph, inputs)" + ("\nspeedup: serial / workers=2" if w2 else ""), fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", ncol=3)
     fig.tight_layout()
     p = os.path.join(outdir, "bench_vs_flower.png")
     fig.savefig(p, dpi=110)

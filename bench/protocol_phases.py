@@ -4,7 +4,8 @@ Two views, both medians of repeated runs:
 
 * **primitives** -- the per-client and per-server work of each phase timed directly on the library's
   primitives: key agreement (X25519 + HKDF per peer), Shamir split / reconstruct, share encryption
-  (AES-GCM per peer), mask expansion (``prg.add_mask`` for the ``k + 1`` masks of one client), each
+  (AES-GCM per peer), mask expansion (one ``prg.add_masks`` for the ``k + 1`` masks of one client,
+  ``base = x_u``, as the client calls it; the former one-``add_mask``-per-mask loop beside it), each
   mask-expansion timing interleaved with the raw keystream floor for the same bytes
   (:func:`bench.common.keystream_seconds`).
 * **engine** -- full sessions of :func:`secagg.protocol.run_secure_aggregation` over a grid of n, d,
@@ -67,7 +68,15 @@ def estimate_seconds(n: int, d: int, graph: str, p_drop: float, variant: str = "
 # primitives
 # ------------------------------------------------------------------------------------------------
 def primitive_rows(grid_d: list[int], grid_k: list[int], repeats: int, modulus: int = M_DEFAULT) -> list[dict[str, Any]]:
-    """Client mask expansion (k+1 add_mask calls) vs the keystream floor for (k+1)*d words."""
+    """Client mask expansion as the client does it vs the keystream floor for ``(k+1)*d`` words.
+
+    Timed (``mask_s``, the ratio's numerator): what :meth:`secagg.client.Client` does for ``y_u``:
+    ``y = np.empty(d)`` then one ``prg.add_masks(y, k+1 masks, base=x_u)`` (the copy of ``x_u`` fused
+    into the first pass, up to ``prg.GROUP_MASKS`` masks per cache-resident chunk). Also timed, in the
+    same interleaved run, the previous formulation (``loop_s``: ``y = x_u.copy()`` then one
+    ``prg.add_mask`` per mask), so the effect of grouping is a same-run figure. The floor is unchanged:
+    the raw AES-256-CTR keystream for ``(k+1) * d * itemsize`` bytes.
+    """
     from secagg import prg, ring
 
     rows = []
@@ -78,18 +87,29 @@ def primitive_rows(grid_d: list[int], grid_k: list[int], repeats: int, modulus: 
             nbytes = (k + 1) * d * dt.itemsize
             if nbytes > (6 << 30):
                 continue
-            acc = np.zeros(d, dtype=dt)
+            x = np.random.default_rng(d + k).integers(0, 1 << 16, size=d, dtype=np.uint64).astype(dt)
             scratch = prg.new_scratch()
             seeds = [os.urandom(32) for _ in range(k + 1)]
+            entries = [(seeds[0], prg.PURPOSE_SELF, 1)] + [(s, prg.PURPOSE_PAIRWISE, 1 if i % 2 else -1) for i, s in enumerate(seeds[1:])]
+            outs: dict[str, np.ndarray] = {}
 
             def masks() -> None:
-                for i, s in enumerate(seeds):
-                    prg.add_mask(acc, s, session=session, purpose=prg.PURPOSE_PAIRWISE, modulus=modulus, sign=1 if i % 2 else -1, scratch=scratch)
+                y = np.empty(d, dtype=dt)
+                prg.add_masks(y, entries, session=session, modulus=modulus, base=x)
+                outs["grouped"] = y
+
+            def loop() -> None:
+                y = x.copy()
+                for s, purpose, sign in entries:
+                    prg.add_mask(y, s, session=session, purpose=purpose, modulus=modulus, sign=sign, scratch=scratch)
+                outs["loop"] = y
 
             def floor() -> None:
                 keystream_seconds(nbytes)
 
-            tm = time_paired({"mask": masks, "floor": floor}, repeats)
+            tm = time_paired({"mask": masks, "loop": loop, "floor": floor}, repeats)
+            if not np.array_equal(outs["grouped"], outs["loop"]):
+                raise AssertionError(f"add_masks differs from add_mask per mask at d={d} k={k}")
             rows.append(
                 {
                     "d": d,
@@ -97,8 +117,10 @@ def primitive_rows(grid_d: list[int], grid_k: list[int], repeats: int, modulus: 
                     "modulus_bits": ring.bit_width(modulus),
                     "keystream_bytes": nbytes,
                     "mask_s": tm["mask"].median,
+                    "loop_s": tm["loop"].median,
                     "floor_s": tm["floor"].median,
                     "ratio": tm["mask"].median / tm["floor"].median,
+                    "loop_ratio": tm["loop"].median / tm["floor"].median,
                     "mask_gb_per_s": nbytes / tm["mask"].median / 1e9,
                 }
             )
@@ -176,8 +198,23 @@ def _dropouts(n: int, p: float, seed: int) -> dict[int, str]:
     return {int(u): "masked-input" for u in rng.choice(n, size=m, replace=False)}
 
 
-def engine_row(n: int, d: int, graph: str, variant: str, p_drop: float, repeats: int, modulus: int = M_DEFAULT) -> dict[str, Any]:
-    """Run ``repeats`` sessions; median per-round timings and the floor-relative ratios."""
+def workers_supported() -> bool:
+    """Whether :func:`secagg.protocol.run_secure_aggregation` takes ``workers`` (parallel clients)."""
+    import inspect
+
+    from secagg.protocol import run_secure_aggregation
+
+    return "workers" in inspect.signature(run_secure_aggregation).parameters
+
+
+def engine_row(
+    n: int, d: int, graph: str, variant: str, p_drop: float, repeats: int, modulus: int = M_DEFAULT, workers: int = 1
+) -> dict[str, Any]:
+    """Run ``repeats`` sessions; median per-round timings and the floor-relative ratios.
+
+    ``workers > 1``: the engine's parallel clients (forked worker processes). The round's client time
+    is then the wall time of its parallel client phase; the per-client figures (and the client masking
+    ratio) use the client seconds summed over clients as measured in the workers (``client_sum``)."""
     from secagg import ring
     from secagg.protocol import ROUNDS, run_secure_aggregation
 
@@ -192,8 +229,9 @@ def engine_row(n: int, d: int, graph: str, variant: str, p_drop: float, repeats:
     isz = ring.dtype_for(modulus).itemsize
     for r in range(max(1, repeats)):
         t0 = time.perf_counter()
+        kw = {"workers": workers} if workers > 1 else {}
         res = run_secure_aggregation(
-            x, modulus=modulus, graph=graph, variant=variant, dropouts=drops, seed=r, dropout_fraction=max(0.05, p_drop)
+            x, modulus=modulus, graph=graph, variant=variant, dropouts=drops, seed=r, dropout_fraction=max(0.05, p_drop), **kw
         )
         wall.append(time.perf_counter() - t0)
         if expected is None:
@@ -202,8 +240,11 @@ def engine_row(n: int, d: int, graph: str, variant: str, p_drop: float, repeats:
         if not np.array_equal(res.sum, expected):
             raise AssertionError(f"engine sum wrong at n={n} d={d} {graph} {variant} drop={p_drop}")
         for rnd in ROUNDS:
+            tmg = res.timings[rnd]
             for who in ("clients", "client_max", "server"):
-                samples.setdefault(f"{rnd}/{who}", []).append(res.timings[rnd][who])
+                samples.setdefault(f"{rnd}/{who}", []).append(tmg[who])
+            # summed client seconds: measured in the workers when parallel, == "clients" when serial
+            samples.setdefault(f"{rnd}/client_sum", []).append(tmg.get("client_sum", tmg["clients"]))
         # floors (same bytes) measured right after the run
         u2, u3 = res.sets["U2"], res.sets["U3"]
         g = res.graph
@@ -214,7 +255,7 @@ def engine_row(n: int, d: int, graph: str, variant: str, p_drop: float, repeats:
     assert res is not None
     med = {k: float(np.median(v)) for k, v in samples.items()}
     u3n = len(res.sets["U3"])
-    per_client_mask = med["masked-input/clients"] / max(1, u3n)
+    per_client_mask = med["masked-input/client_sum"] / max(1, u3n)
     fc, fs = float(np.median(floors["client"])), float(np.median(floors["server"]))
     row: dict[str, Any] = {
         "n": n,
@@ -224,6 +265,7 @@ def engine_row(n: int, d: int, graph: str, variant: str, p_drop: float, repeats:
         "t": res.threshold,
         "variant": variant,
         "dropout": p_drop,
+        "workers": workers,
         "survivors": u3n,
         "wall_s": float(np.median(wall)),
         "client_masking_s": per_client_mask,
@@ -236,16 +278,19 @@ def engine_row(n: int, d: int, graph: str, variant: str, p_drop: float, repeats:
     }
     n_round = {"advertise-keys": n, "share-keys": n, "masked-input": u3n, "consistency-check": u3n, "unmasking": u3n}
     for rnd in ROUNDS:
-        row[f"{rnd}/client_mean_s"] = med[f"{rnd}/clients"] / max(1, n_round[rnd])
+        row[f"{rnd}/client_mean_s"] = med[f"{rnd}/client_sum"] / max(1, n_round[rnd])
+        row[f"{rnd}/clients_wall_s"] = med[f"{rnd}/clients"]
         row[f"{rnd}/client_max_s"] = med[f"{rnd}/client_max"]
         row[f"{rnd}/server_s"] = med[f"{rnd}/server"]
     return row
 
 
 def server_unmask_primitive(n: int, d: int, p_drop: float, graph: str, repeats: int, modulus: int = M_DEFAULT) -> dict[str, Any]:
-    """The server's unmasking work at (n, d, dropout) timed on the primitives the server calls
-    (reconstruct from t shares, X25519 + HKDF per (dropped, survivor) pair, add_mask), interleaved
-    with the keystream floor for the same masks. Cheaper than a full session at large n."""
+    """The server's unmasking work at (n, d, dropout) timed on the primitives the server calls, as
+    :meth:`secagg.server.Server` does it: reconstruct every secret from exactly t shares, derive each
+    seed once (X25519 + HKDF per (dropped, survivor) pair), then remove all masks with one
+    ``prg.add_masks`` -- interleaved with the keystream floor for the same masks. Cheaper than a full
+    session at large n."""
     from secagg import keys, prg, ring, shamir
     from secagg.client import mask_sign, pairwise_seed
     from secagg.drbg import Drbg
@@ -265,19 +310,20 @@ def server_unmask_primitive(n: int, d: int, p_drop: float, graph: str, repeats: 
     survivors_per_dropped = min(k, surv) if graph == "complete" else int(round(k * surv / n))
     surv_pks = [keys.AgreementKey.generate(drbg.child(b"p" + i.to_bytes(4, "big"))).public_bytes for i in range(survivors_per_dropped)]
     acc = np.zeros(d, dtype=dt)
-    scratch = prg.new_scratch()
     chosen_b = {w: b_shares[w] for w in holders[:t]}
     chosen_k = {w: sk_shares[w] for w in holders[:t]}
 
     def work() -> None:
+        masks: list[tuple[bytes, str, int]] = []
         for _ in range(surv):
             b = shamir.reconstruct(chosen_b, t, 32)
-            prg.add_mask(acc, b, session=session, purpose=prg.PURPOSE_SELF, modulus=modulus, sign=-1, scratch=scratch)
+            masks.append((b, prg.PURPOSE_SELF, -1))
         for v in range(drop):
             key = keys.AgreementKey.from_private_bytes(shamir.reconstruct(chosen_k, t, 32))
             for w, pk in enumerate(surv_pks):
                 seed = pairwise_seed(key, pk, session=session, u=v, v=w)
-                prg.add_mask(acc, seed, session=session, purpose=prg.PURPOSE_PAIRWISE, modulus=modulus, sign=-mask_sign(w, v), scratch=scratch)
+                masks.append((seed, prg.PURPOSE_PAIRWISE, -mask_sign(w, v)))
+        prg.add_masks(acc, masks, session=session, modulus=modulus)
 
     masks = surv + drop * survivors_per_dropped
     nbytes = masks * d * dt.itemsize
@@ -318,6 +364,17 @@ def engine_grid(quick: bool) -> tuple[list[tuple], float]:
     return grid, budget
 
 
+def workers_grid(quick: bool) -> list[tuple]:
+    """Configurations re-run with ``workers=2`` (each must also be in :func:`engine_grid`)."""
+    hbc = "honest-but-curious"
+    if common.SMOKE:
+        return [(8, 200, "complete", hbc, 0.25)]
+    if quick:
+        return [(100, 100000, "secagg+", hbc, 0.0), (100, 10000, "complete", hbc, 0.0)]
+    return [(100, 1000000, "secagg+", hbc, 0.0), (100, 10000, "complete", hbc, 0.0), (500, 100000, "secagg+", hbc, 0.1),
+            (1000, 10000, "secagg+", hbc, 0.1)]
+
+
 def run(quick: bool = False, repeats: int = 3, log=print) -> dict[str, Any]:  # noqa: ANN001
     """Benchmark 1 (see module docstring); returns the JSON-able results with goals."""
     out: dict[str, Any] = {"name": "protocol_phases"}
@@ -341,6 +398,22 @@ def run(quick: bool = False, repeats: int = 3, log=print) -> dict[str, Any]:  # 
         log(f"  engine n={n} d={d} {g} {v} drop={p}: {rows[-1]['wall_s']:.2f} s")
     out["engine"] = rows
     out["engine_skipped"] = skipped
+    # the same configurations with the engine's opt-in parallel clients (workers=2, forked processes)
+    out["engine_workers"] = []
+    if workers_supported():
+        serial = {(r["n"], r["d"], r["graph"], r["variant"], r["dropout"]): r for r in rows}
+        for cfg in workers_grid(quick):
+            if cfg not in serial:
+                continue
+            n, d, g, v, p = cfg
+            est = estimate_seconds(n, d, g, p, v)
+            w = engine_row(n, d, g, v, p, repeats if est * repeats < 5.0 else 1, workers=2)
+            w["serial_wall_s"] = serial[cfg]["wall_s"]
+            w["speedup_vs_serial"] = serial[cfg]["wall_s"] / w["wall_s"]
+            out["engine_workers"].append(w)
+            log(f"  engine workers=2 n={n} d={d} {g} {v} drop={p}: {w['wall_s']:.2f} s (serial {w['serial_wall_s']:.2f} s)")
+    else:
+        out["engine_workers_skipped"] = "secagg.protocol.run_secure_aggregation has no workers parameter"
     # headline points
     goals = []
     dmax = max((r["d"] for r in out["mask_primitive"]), default=0)
@@ -360,7 +433,7 @@ def run(quick: bool = False, repeats: int = 3, log=print) -> dict[str, Any]:  # 
             note=(f"n={eng['n']}, d={eng['d']}, {eng['graph']}; includes k X25519+HKDF seed derivations and packing" if eng else ""),
         )
     )
-    goals.append(goal(f"client mask expansion / AES-CTR floor (prg.add_mask, k+1 masks, d={dmax:.0e}, median over k)", prim_ratio, 1.6,
+    goals.append(goal(f"client mask expansion / AES-CTR floor (prg.add_masks as the client calls it, k+1 masks, d={dmax:.0e}, median over k)", prim_ratio, 1.6,
                       note=f"range {min(big):.2f}-{max(big):.2f}" if big else ""))
     # server unmasking, 10% dropouts, n=500, d=1e5
     su = [r for r in rows if r["n"] == 500 and r["d"] == 100000 and r["dropout"] == 0.1 and r["variant"] == "honest-but-curious"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from bench.common import fmt_s, md_table
@@ -21,6 +22,25 @@ def goals_table(results: dict[str, Any]) -> str:
         if r.get("error"):
             rows.append({"benchmark": name, "goal": "(benchmark failed)", "measured": "-", "target": "-", "met": "error", "note": r["error"][:120]})
     return md_table(rows, ["benchmark", "goal", "measured", "target", "met", "note"])
+
+
+def runs_line(results: dict[str, Any]) -> str:
+    """``name start-end (load a -> b)`` for every benchmark that recorded its run window."""
+    parts = []
+    for name, r in results.items():
+        if name == "meta" or not isinstance(r, dict) or not r.get("ran"):
+            continue
+        ran = r["ran"]
+
+        def hm(t: str | None) -> str:
+            return t[11:16] if t else "?"
+
+        def la(x: Any) -> str:
+            return f"{x[0]:.1f}" if x else "?"
+
+        parts.append(f"{name} {hm(ran.get('started_utc'))}-{hm(ran.get('finished_utc'))} (load {la(ran.get('loadavg_start'))} -> "
+                     f"{la(ran.get('loadavg_end'))})")
+    return "; ".join(parts)
 
 
 def _s(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
@@ -43,11 +63,19 @@ def render(results: dict[str, Any], images: list[str] | None = None) -> str:
              f"load average at start {mach.get('loadavg', '?')}, at end {meta.get('loadavg_end', '?')}; AES-256-CTR keystream "
              f"{mach.get('aes_ctr_gb_per_s', '?')} GB/s; numpy {mach.get('numpy', '?')}, cryptography {mach.get('cryptography', '?')}, "
              f"torch {mach.get('torch', '?')} ({meta.get('torch_threads', '?')} thread(s)). Repeats per timing: {meta.get('repeats', '?')} (median).")
+    runs = runs_line(results)
+    if runs:
+        L += ["", "Each benchmark's run (UTC; load average 1-min at start -> end, 2 CPUs): " + runs + "."]
     L += ["", "## Goals", "", goals_table(results)]
     pp = results.get("protocol_phases", {})
     if pp.get("mask_primitive"):
         L += ["## 1. Protocol phases", "", "### Client mask expansion vs the AES-CTR floor (k+1 masks of d words, M = 2^32)", "",
-              md_table(_s(pp["mask_primitive"], ["mask_s", "floor_s"]), ["d", "k", "keystream_bytes", "mask_s", "floor_s", "ratio", "mask_gb_per_s"])]
+              md_table(_s(pp["mask_primitive"], ["mask_s", "loop_s", "floor_s"]),
+                       [c for c in ["d", "k", "keystream_bytes", "mask_s", "floor_s", "ratio", "mask_gb_per_s", "loop_s", "loop_ratio"]
+                        if c in pp["mask_primitive"][0]],
+                       {"mask_s": "add_masks_s", "ratio": "ratio", "loop_s": "add_mask_loop_s", "loop_ratio": "loop_ratio"}),
+              "`add_masks_s`: one `prg.add_masks(y, k+1 masks, base=x)` as the client calls it; `add_mask_loop_s`: the former "
+              "`x.copy()` + one `prg.add_mask` per mask, timed in the same interleaved run.", ""]
     if pp.get("phase_primitive"):
         L += ["### Per-client costs of the other phases (complete graph, one client with n-1 peers)", "",
               md_table(_s(pp["phase_primitive"], ["client_key_agreement_s", "client_shamir_split_s", "client_share_encryption_s",
@@ -61,6 +89,15 @@ def render(results: dict[str, Any], images: list[str] | None = None) -> str:
               "client_masking_ratio": "client mask/floor", "server_unmasking_ratio": "server unmask/floor"}
         L += ["### Engine: per-round times (client = mean per client; server = whole round)", "",
               md_table(_s(pp["engine"], [c for c in cols if c.endswith("_s")]), cols, hd)]
+        if pp.get("engine_workers"):
+            wcols = ["n", "d", "graph", "k", "dropout", "workers", "wall_s", "serial_wall_s", "speedup_vs_serial", "share-keys/clients_wall_s",
+                     "masked-input/clients_wall_s", "unmasking/server_s", "client_masking_ratio"]
+            whd = {"share-keys/clients_wall_s": "share (clients wall)", "masked-input/clients_wall_s": "mask (clients wall)",
+                   "unmasking/server_s": "unmask/server", "client_masking_ratio": "client mask/floor (summed client s)"}
+            L += ["### Engine with parallel clients (`workers=2`: two forked processes) vs serial", "",
+                  md_table(_s(pp["engine_workers"], [c for c in wcols if c.endswith("_s")]), wcols, whd)]
+        elif pp.get("engine_workers_skipped"):
+            L += [f"Parallel clients not measured: {pp['engine_workers_skipped']}.", ""]
         if pp.get("engine_skipped"):
             L += [f"Skipped (estimated over the per-configuration budget): {len(pp['engine_skipped'])} configurations, e.g. "
                   + ", ".join(f"n={s['n']} d={s['d']} {s['graph']} drop={s['dropout']} (~{s['estimate_s']:.0f} s)" for s in pp["engine_skipped"][:6]) + ".", ""]
@@ -73,9 +110,13 @@ def render(results: dict[str, Any], images: list[str] | None = None) -> str:
         if fl.get("skipped"):
             L += ["```", fl["skipped"], "```", ""]
         if fl.get("rows"):
-            L += [md_table(_s(fl["rows"], ["ours_s", "flower_s", "flower_clients_s", "flower_server_s", "flower_transport_s", "flower_wall_with_protobuf_s"]),
-                           ["n", "d", "graph", "t", "ours_s", "flower_s", "speedup", "source", "ours_ok", "flower_ok", "flower_clients_s", "flower_server_s",
-                            "flower_transport_s"])]
+            fcols = ["n", "d", "graph", "t", "ours_s", "flower_s", "speedup", "ours_w2_s", "speedup_w2", "source", "ours_ok", "flower_ok",
+                     "flower_clients_s", "flower_server_s", "flower_transport_s"]
+            if not any("ours_w2_s" in r for r in fl["rows"]):
+                fcols = [c for c in fcols if c not in ("ours_w2_s", "speedup_w2")]
+            L += [md_table(_s(fl["rows"], ["ours_s", "ours_w2_s", "flower_s", "flower_clients_s", "flower_server_s", "flower_transport_s",
+                                           "flower_wall_with_protobuf_s"]), fcols,
+                           {"ours_s": "ours_s (serial)", "speedup": "speedup (serial)", "ours_w2_s": "ours_s (workers=2)", "speedup_w2": "speedup (workers=2)"})]
     wz = results.get("weiszfeld", {})
     if wz.get("rows"):
         L += ["## 3. Weiszfeld vs geom_median", "", md_table(_s(wz["rows"], ["ours_s", "geom_median_s"]))]
@@ -167,7 +208,22 @@ def inline_values(results: dict[str, Any]) -> dict[str, str]:
     fl = results.get("flower", {}).get("rows", [])
     v["flower"] = "; ".join(
         f"n={r['n']}, d={r['d']:.0e}, {r['graph'].split(' (')[0]}: ours {fmt_s(r['ours_s'])}, Flower {fmt_s(r['flower_s'])}"
-        f" -> **{r['speedup']:.1f}x**" for r in fl if r.get("speedup")) or "n/a"
+        f" -> **{r['speedup']:.1f}x**"
+        + (f" (ours with workers=2: {fmt_s(r['ours_w2_s'])} -> {r['speedup_w2']:.1f}x)" if r.get("speedup_w2") else "")
+        for r in fl if r.get("speedup")) or "n/a"
+    pp = results.get("protocol_phases", {})
+    prim = pp.get("mask_primitive", [])
+    if prim and "loop_ratio" in prim[0]:
+        dmax = max(r["d"] for r in prim)
+        sel = [r for r in prim if r["d"] == dmax]
+        v["prim_loop"] = (f"{statistics.median(r['loop_ratio'] for r in sel):.2f}x "
+                          f"(range {min(r['loop_ratio'] for r in sel):.2f}-{max(r['loop_ratio'] for r in sel):.2f})")
+    ew = pp.get("engine_workers", [])
+    if ew:
+        v["workers"] = "; ".join(f"n={r['n']}, d={r['d']:.0e}, {r['graph']}, {int(r['dropout'] * 100)}% dropouts: {fmt_s(r['wall_s'])} "
+                                 f"vs {fmt_s(r['serial_wall_s'])} serial ({r['speedup_vs_serial']:.2f}x)" for r in ew)
+    else:
+        v["workers"] = "not measured (" + pp.get("engine_workers_skipped", "no rows") + ")"
     wz = results.get("weiszfeld", {}).get("rows", [])
     if wz:
         rs = sorted(r["ratio"] for r in wz)
@@ -176,6 +232,7 @@ def inline_values(results: dict[str, Any]) -> dict[str, str]:
     tr = {(r["aggregator"], r["oracle"]): r for r in results.get("training", {}).get("rows", [])}
     if tr:
         b = tr[("fedavg", "ideal")]["round_s"]
+        v["train_fedavg_modular"] = fmt_s(tr[("fedavg", "modular")]["round_s"]) if ("fedavg", "modular") in tr else "n/a"
         v["train"] = ", ".join(f"{a} + {o}: {fmt_s(r['round_s'])} ({r['ratio_to_fedavg']:.2f}x)" for (a, o), r in tr.items())
         v["train_fedavg"] = fmt_s(b)
         if ("rfa", "modular") in tr and ("fedavg", "modular") in tr:
@@ -198,7 +255,7 @@ def inline_values(results: dict[str, Any]) -> dict[str, str]:
             lines.append(f"* {g['goal']}: {val} (target {g['target']}) -- {met}" + (f"; {g['note']}" if g.get("note") else ""))
     v["goals"] = "\n" + "\n".join(lines) + "\n"
     meta = results.get("meta", {})
-    v["runtime"] = f"{meta.get('started_utc', '?')} - {meta.get('finished_utc', '?')}"
+    v["runtime"] = runs_line(results) or f"{meta.get('started_utc', '?')} - {meta.get('finished_utc', '?')}"
     return v
 
 

@@ -56,6 +56,27 @@ def test_protocol_phase_rows(smoke) -> None:  # noqa: ANN001
     assert any(r["survivors"] < r["n"] for r in eng)  # the dropout configuration really dropped clients
     for r in eng:
         assert r["client_masking_ratio"] > 0 and r["server_unmasking_ratio"] > 0
+    # the client mask expansion is timed as the client does it (one add_masks with base = x_u) and beside
+    # it the former one-add_mask-per-mask loop; primitive_rows raises if their outputs differ
+    assert all(r["loop_s"] > 0 for r in pp["mask_primitive"])
+    # the server primitive removes every mask it counted
+    for r in pp["server_unmask_primitive"]:
+        assert r["masks"] >= r["pair_agreements"] > 0
+
+
+def test_parallel_engine_rows(smoke) -> None:  # noqa: ANN001
+    """With the engine's opt-in parallel clients, the workers=2 rows ran (sums checked inside engine_row)."""
+    _, res, _ = smoke
+    from bench.protocol_phases import workers_supported
+
+    pp = res["protocol_phases"]
+    if not workers_supported():
+        assert "workers" in pp["engine_workers_skipped"] and pp["engine_workers"] == []
+        return
+    assert pp["engine_workers"] and all(r["workers"] == 2 and r["serial_wall_s"] > 0 for r in pp["engine_workers"])
+    fl = res["flower"]
+    for row in fl.get("rows", []):
+        assert row.get("ours_w2_ok") is True
 
 
 def test_flower_runs_or_explains(smoke) -> None:  # noqa: ANN001
