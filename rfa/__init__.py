@@ -9,8 +9,7 @@ Public names are resolved lazily (PEP 562).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from secagg._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -33,15 +32,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rfa' has no attribute {name!r}")
-    mod = importlib.import_module(module)
-    value = mod if module.endswith("." + name) else getattr(mod, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("rfa", _LAZY, globals())

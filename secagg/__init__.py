@@ -11,9 +11,7 @@ used on its own.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from secagg._lazy import lazy_exports
 from secagg.errors import (
     DecryptionFailed,
     InconsistentView,
@@ -55,14 +53,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'secagg' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("secagg", _LAZY, globals(), tuple(__all__))

@@ -10,8 +10,7 @@ Modules: :mod:`~rfa.fl.config` (``FLConfig``), :mod:`~rfa.fl.data` (offline data
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from secagg._lazy import lazy_exports
 
 _LAZY = {
     "FLConfig": "rfa.fl.config",
@@ -35,14 +34,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rfa.fl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("rfa.fl", _LAZY, globals())
