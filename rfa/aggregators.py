@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from secagg.discretize import positive_finite
 from secagg.errors import InvalidInput
 from rfa.oracle import SecureAverageOracle, _col_chunk, check_points, check_weights, pairwise_sq_distances, weighted_sum
 from rfa.weiszfeld import one_step_rfa, smoothed_weiszfeld
@@ -66,16 +67,6 @@ def _need_oracle(oracle: Any) -> SecureAverageOracle:
     return oracle
 
 
-def _pos_float(x: Any, name: str) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{name} must be a positive number, got {x!r}") from exc
-    if not math.isfinite(v) or v <= 0:
-        raise InvalidInput(f"{name} must be finite and > 0, got {x!r}")
-    return v
-
-
 def _nonneg_int(x: Any, name: str) -> int:
     if isinstance(x, bool) or not isinstance(x, int) or x < 0:
         raise InvalidInput(f"{name} must be a non-negative integer, got {x!r}")
@@ -108,7 +99,7 @@ class RFA:
     reveals = "budget weighted averages of the updates (weights alpha_i / max(nu, ||v - u_i||))"
 
     def __init__(self, nu: float = 1e-6, budget: int = 3, init: Any = None, tol: float | None = None) -> None:
-        self.nu = _pos_float(nu, "nu")
+        self.nu = positive_finite(nu, "nu")
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise InvalidInput(f"budget must be a positive integer, got {budget!r}")
         self.budget, self.init, self.tol = budget, init, tol
@@ -132,7 +123,7 @@ class OneStepRFA:
     reveals = "one weighted average of the updates (weights alpha_i / max(nu, ||u_i||))"
 
     def __init__(self, nu: float = 1e-6) -> None:
-        self.nu = _pos_float(nu, "nu")
+        self.nu = positive_finite(nu, "nu")
 
     def __call__(self, updates, weights, oracle):
         u, a = _inputs(updates, weights)
@@ -171,8 +162,8 @@ class RLR:
     reveals = "one average of (n_k u_k, sgn(u_k), n_k): the weighted mean, the per-coordinate sign-vote sums and N"
 
     def __init__(self, theta: float = 4.0, eta: float = 1.0) -> None:
-        self.theta = _pos_float(theta, "theta")
-        self.eta = _pos_float(eta, "eta")
+        self.theta = positive_finite(theta, "theta")
+        self.eta = positive_finite(eta, "eta")
 
     def __call__(self, updates, weights, oracle):
         u, a = _inputs(updates, weights)
@@ -210,7 +201,7 @@ class NormClipping:
     reveals = "one weighted average of the clipped updates"
 
     def __init__(self, bound: float = 1.0) -> None:
-        self.bound = _pos_float(bound, "bound")
+        self.bound = positive_finite(bound, "bound")
 
     def __call__(self, updates, weights, oracle):
         u, a = _inputs(updates, weights)

@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 
+from secagg.discretize import positive_finite
 from secagg.errors import InvalidInput
 from rfa.oracle import (OracleCall, SecureAverageOracle, _check_shape, check_points, check_weights, row_distances,
                         weighted_sum)
@@ -109,13 +110,7 @@ class WeiszfeldResult:
 
 
 def _check_nu(nu: Any) -> float:
-    try:
-        n = float(nu)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"nu must be a positive number, got {nu!r}") from exc
-    if not math.isfinite(n) or n <= 0:
-        raise InvalidInput(f"nu must be finite and > 0, got {nu!r}")
-    return n
+    return positive_finite(nu, "nu")
 
 
 def _weighted_change(p: torch.Tensor, r: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:

@@ -56,7 +56,7 @@ import numpy as np
 from secagg.discretize import (
     Quantizer,
     _check_modulus,
-    _positive_finite,
+    positive_finite,
     as_real_array,
     choose_modulus,
     grid_sum,
@@ -214,12 +214,7 @@ def encode_clients(
     if max_weight is None:
         wb = float(np.max(w))
     else:
-        try:
-            wb = float(max_weight)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"max_weight must be a number, got {max_weight!r}") from exc
-        if not math.isfinite(wb) or wb <= 0:
-            raise InvalidInput(f"max_weight must be finite and > 0, got {max_weight!r}")
+        wb = positive_finite(max_weight, "max_weight")
         if np.any(w > wb):
             raise InvalidInput(f"a weight exceeds max_weight={wb}: {float(np.max(w))}")
     if clip is not None and clip_norm is not None:
@@ -230,7 +225,7 @@ def encode_clients(
     mode = "norm" if clip_norm is not None else "coordinate"
     extremes = None  # row maxima and minima of x, when the default clip already needed them
     if clip is not None or clip_norm is not None:
-        c = _positive_finite(clip if clip is not None else clip_norm, "clip")
+        c = positive_finite(clip if clip is not None else clip_norm, "clip")
     else:  # data-dependent default (a simulation convenience: nothing is clipped)
         if rotate:
             from secagg.discretize import RandomizedHadamard

@@ -112,11 +112,12 @@ def as_real_array(x: Any, *, ndim: int | None = 1, dim: int | None = None, name:
     return out
 
 
-def _positive_finite(value: float, name: str) -> float:
+def positive_finite(value: Any, name: str) -> float:
+    """``float(value)`` if it is a finite number > 0, else :class:`InvalidInput` naming ``name``."""
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{name} must be a number, got {value!r}") from exc
+        raise InvalidInput(f"{name} must be a positive number, got {value!r}") from exc
     if not math.isfinite(v) or v <= 0.0:
         raise InvalidInput(f"{name} must be finite and > 0, got {value!r}")
     return v
@@ -454,7 +455,7 @@ def choose_modulus(
     Returns ``(modulus, scale)``.
     """
     n = _positive_int(n_clients, "n_clients")
-    c = _positive_finite(clip, "clip")
+    c = positive_finite(clip, "clip")
     if scale is not None and precision is not None:
         raise InvalidInput("give scale or precision, not both")
     if bits is not None:
@@ -462,9 +463,9 @@ def choose_modulus(
             raise InvalidInput(f"bits must be an integer in [1, 64], got {bits!r}")
         bits = int(bits)
     if precision is not None:
-        scale = 1.0 / _positive_finite(precision, "precision")
+        scale = 1.0 / positive_finite(precision, "precision")
     if scale is not None:
-        s = _positive_finite(scale, "scale")
+        s = positive_finite(scale, "scale")
         k = offset_for(c, s)
         need = 2 * n * k + 1  # smallest admissible modulus
         m = 1 << max(1, (need - 1).bit_length())
@@ -490,7 +491,7 @@ def scale_for_modulus(n_clients: int, clip: float, modulus: int) -> float:
     :class:`OverflowRisk` when ``K < 1`` (the modulus cannot hold the sum of ``n`` clients at any scale).
     """
     n = _positive_int(n_clients, "n_clients")
-    c = _positive_finite(clip, "clip")
+    c = positive_finite(clip, "clip")
     m = _check_modulus(modulus)
     k = min((m - 1) // (2 * n), AUTO_OFFSET_CAP)
     if k < 1:
@@ -544,8 +545,8 @@ class Quantizer:
     def __post_init__(self) -> None:
         if self.clip_mode not in CLIP_MODES:
             raise InvalidInput(f"clip_mode must be one of {CLIP_MODES}, got {self.clip_mode!r}")
-        object.__setattr__(self, "clip", _positive_finite(self.clip, "clip"))
-        object.__setattr__(self, "scale", _positive_finite(self.scale, "scale"))
+        object.__setattr__(self, "clip", positive_finite(self.clip, "clip"))
+        object.__setattr__(self, "scale", positive_finite(self.scale, "scale"))
         object.__setattr__(self, "modulus", _check_modulus(self.modulus))
         object.__setattr__(self, "n_clients", _positive_int(self.n_clients, "n_clients"))
         object.__setattr__(self, "dim", _positive_int(self.dim, "dim"))
