@@ -260,7 +260,7 @@ def pairwise_sq_distances(points: torch.Tensor) -> torch.Tensor:
     accumulated by float64 GEMM (``gram.addmm_``): no ``(m, d)`` float64 copy. The Gram form's absolute
     error is ~``1e-16 (|x_i|^2 + |x_j|^2)``, so pairs with ``D_ij < 1e-6 (|x_i|^2 + |x_j|^2)`` (near
     duplicates, e.g. identical sybil updates) are recomputed exactly from the difference of the two rows;
-    clamped at 0, zero diagonal.
+    clamped at 0, zero diagonal, symmetric by construction (the upper triangle is mirrored).
     """
     m, d = points.shape
     if m * m * d <= 1 << 25:
@@ -277,9 +277,11 @@ def pairwise_sq_distances(points: torch.Tensor) -> torch.Tensor:
         b.sub_(b[0:1].clone())
         gram.addmm_(b, b.T)
     del buf
+    # A BLAS GEMM need not round (i, j) and (j, i) alike (kernels differ by CPU vendor and thread count),
+    # so D is symmetric by construction: the upper triangle is computed and mirrored.
     sq = gram.diagonal().clone()
-    out = (sq[:, None] + sq[None, :] - 2 * gram).clamp_(min=0.0)
-    out.fill_diagonal_(0.0)
+    out = (sq[:, None] + sq[None, :] - 2 * gram).clamp_(min=0.0).triu_(diagonal=1)
+    out.add_(out.T.clone())
     near = torch.triu(out < 1e-6 * (sq[:, None] + sq[None, :]), diagonal=1).nonzero().tolist()
     for i, j in near:
         diff = points[i].to(torch.float64, copy=True)
