@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neighbours", "-k", type=int, default=None, help="SecAgg+ degree k")
     p.add_argument("--seed", "-s", type=seed_arg, default=0, help="seed of inputs and protocol randomness (default 0)")
     p.add_argument("--json", action="store_true", help="print the transcript as JSON")
+    p.add_argument("--html", metavar="FILE", default=None,
+                   help="also write the transcript as one self-contained interactive HTML page to FILE")
 
 
 # ------------------------------------------------------------------------------------------ build
@@ -295,6 +297,9 @@ def trace(
         out["result"] = {"sets": {k: sorted(v) for k, v in getattr(aborted, "sets", {}).items()},
                          "aborted": {"round": aborted.round, "reason": aborted.reason, "party": aborted.party},
                          "match": None}
+    from secagg.teaching.panels import build_panels  # the page's counterfactual panels, computed here
+
+    out.update(build_panels(out, session=session, result=result, aborted=aborted))
     return out
 
 
@@ -448,6 +453,14 @@ def run(args: argparse.Namespace) -> int:
     except SecAggError as exc:
         print(f"secagg trace: error: {exc}", file=sys.stderr)
         return 2
+    if args.html:
+        from secagg.teaching.page import write_html
+
+        try:
+            write_html(tr, args.html)
+        except OSError as exc:
+            print(f"secagg trace: error: cannot write {args.html}: {exc}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps(tr, indent=2))
     else:
