@@ -243,6 +243,21 @@ def test_page_accessibility_basics_and_keyboard(browser, tmp_path) -> None:  # n
     # a focused step button is activated by the keyboard
     browser.find_element(By.CSS_SELECTOR, '#timeline button[data-step="3"]').send_keys(Keys.ENTER)
     assert cur() == 3
+    # Play toggles (its state announced through aria-pressed), and so does P
+    play = browser.find_element(By.ID, "play")
+    play.click()
+    assert play.get_attribute("aria-pressed") == "true" and play.text == "Pause"
+    body.send_keys("p")
+    assert play.get_attribute("aria-pressed") == "false" and play.text == "Play"
+    # printable: in print media the controls disappear and every round's messages are shown
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        shown = browser.execute_script(
+            "const v = (id) => document.getElementById(id).getClientRects().length > 0;"
+            "return [v('fwd'), v('timeline'), v('all-rounds'), document.querySelectorAll('#all-rounds table.messages').length]")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert shown == [False, False, True, len(tr["rounds"])]
     # text alternatives: every picture is an image with a non-empty title (and a description)
     svgs = browser.execute_script(
         "return [...document.querySelectorAll('svg')].map(s => [s.getAttribute('role'),"
