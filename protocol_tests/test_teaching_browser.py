@@ -172,6 +172,19 @@ def test_page_on_a_secagg_plus_graph_draws_its_edges(browser, tmp_path, variant)
     assert st["step"] == st["nsteps"] - 1
 
 
+def test_page_shows_64_bit_ring_elements_exactly(browser, tmp_path) -> None:  # noqa: ANN001
+    """M = 2^64: masks and sums beyond 2^53 (a JavaScript double) are drawn digit for digit."""
+    tr = trace(clients=4, dim=2, threshold=3, modulus_bits=64, drops={1: "masked-input"}, seed=9)
+    big = [v for e in tr["rounds"][2]["events"] if e["type"] == "mask" for v in e["y"]]
+    assert max(big) > 2**53  # the case is meaningful
+    _open(browser, tmp_path, tr)
+    _step_through(browser, tr)
+    assert json.loads(browser.find_element(By.ID, "final-sum").get_attribute("data-sum")) == tr["result"]["protocol_sum"]
+    cells = browser.execute_script("return [...document.querySelectorAll('#masks td b')].map(b => b.textContent)")
+    ys = [v for e in tr["rounds"][2]["events"] if e["type"] == "mask" for v in e["y"]]
+    assert cells == [str(v) for v in ys]
+
+
 def test_page_of_an_aborted_run_says_nothing_was_released(browser, tmp_path) -> None:  # noqa: ANN001
     tr = trace(clients=4, dim=2, threshold=4, drops={1: "masked-input"}, seed=1)
     _open(browser, tmp_path, tr)
