@@ -126,20 +126,26 @@ def test_ideal_oracle_float32_top_of_range_and_tiny_weights():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("init", [None, "zero", "tensor"])
-def test_fused_checks_still_reject_non_finite(dtype, bad, init):
-    """The finiteness checks fused into the first pass (oracle or distances) raise InvalidInput before any
-    oracle call is recorded, with weights spanning 1e6 (the 1/nu regime)."""
+def test_fused_checks_find_non_finite_rows_and_their_clients_refuse(dtype, bad, init):
+    """The finiteness checks fused into the first pass (oracle or distances) find a row with a NaN/Inf
+    entry, with weights spanning 1e6 (the 1/nu regime); its client refuses every call (never in an
+    average, never an error) and the run equals the run on the other rows (same float path)."""
     w = torch.randn(6, 40, generator=torch.Generator().manual_seed(2)).to(dtype)
     w[4, 33] = bad
+    keep = [0, 1, 2, 3, 5]
     o = rfa.IdealOracle()
-    with pytest.raises(InvalidInput):
-        o(w, torch.tensor([1e6, 1, 1, 1, 1, 1], dtype=torch.float64))
+    b = torch.tensor([1e6, 1, 1, 1, 1, 1], dtype=torch.float64)
+    call = o.average(w, b)
+    assert call.refused == (4,) and call.survivors == tuple(keep)
+    assert torch.allclose(call.output, b[keep] @ w[keep].double() / b[keep].sum(), rtol=1e-6)
     start = torch.zeros(40, dtype=dtype) if init == "tensor" else init
-    with pytest.raises(InvalidInput):
-        rfa.smoothed_weiszfeld(w, oracle=o, budget=2, init=start)
-    with pytest.raises(InvalidInput):
-        rfa.one_step_rfa(w, oracle=o)
-    assert o.calls == []
+    res = rfa.smoothed_weiszfeld(w, oracle=o, budget=2, init=start)
+    ref = rfa.smoothed_weiszfeld(w[keep], torch.full((5,), 1 / 6, dtype=torch.float64), oracle=rfa.IdealOracle(),
+                                 budget=2, init=start)
+    assert res.refused == (4,) and all(c.refused == (4,) for c in res.oracle_calls)
+    assert torch.allclose(res.median, ref.median, rtol=1e-5, atol=1e-6)
+    one = rfa.one_step_rfa(w, oracle=o)
+    assert one.refused == (4,) and bool(torch.isfinite(one.median).all())
 
 
 @settings(max_examples=25)

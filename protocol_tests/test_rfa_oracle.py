@@ -61,15 +61,12 @@ def test_device_and_dtype_preserved(device, cls):
 
 
 @pytest.mark.parametrize("cls", [rfa.IdealOracle, rfa.ModularOracle])
-@pytest.mark.parametrize("case", ["nan", "inf", "zero", "neg", "shape", "1d", "int", "bound", "nan_w"])
+@pytest.mark.parametrize("case", ["zero", "neg", "shape", "1d", "int", "bound"])
 def test_bad_inputs_raise_and_record_nothing(cls, case):
+    """Structural errors of the caller (not a client's data) are typed errors and record nothing."""
     x, b = _data(2, 4, 3)
     kw = {}
-    if case == "nan":
-        x[0, 0] = float("nan")
-    elif case == "inf":
-        x[1, 2] = float("-inf")
-    elif case == "zero":
+    if case == "zero":
         b[0] = 0.0
     elif case == "neg":
         b[3] = -2.0
@@ -81,12 +78,82 @@ def test_bad_inputs_raise_and_record_nothing(cls, case):
         x = x.long()
     elif case == "bound":
         kw["weight_bound"] = float(b.max()) / 2
-    elif case == "nan_w":
-        b[1] = float("nan")
     o = cls()
     with pytest.raises(InvalidInput):
         o(x, b, **kw)
     assert o.calls == []
+
+
+@pytest.mark.parametrize("cls", [rfa.IdealOracle, rfa.ModularOracle, rfa.SecAggOracle])
+@pytest.mark.parametrize("case", ["nan", "inf", "nan_w", "inf_w", "huge"])
+def test_non_encodable_client_refuses_and_the_call_completes(cls, case):
+    """A client whose vector or weight has a NaN/Inf entry refuses (sends nothing, like a dropout before
+    its masked input); the others' average is released. A finite vector of any size (1e300) is not an
+    error either: the secure oracles clip it to the public bound, the ideal oracle averages it."""
+    x, b = _data(2, 6, 3)
+    bad = 1
+    if case == "nan":
+        x[bad, 0] = float("nan")
+    elif case == "inf":
+        x[bad, 2] = float("-inf")
+    elif case == "nan_w":
+        b[bad] = float("nan")
+    elif case == "inf_w":
+        b[bad] = float("inf")
+    else:
+        x[bad] = 1e300
+    o = cls() if cls is rfa.IdealOracle else cls(seed=3, value_bound=10.0)
+    call = o.average(x, b, weight_bound=float(b[torch.isfinite(b)].max()) if case != "inf_w" else 20.0)
+    assert o.calls == [call] and call.output is not None and bool(torch.isfinite(call.output).all())
+    if case == "huge":
+        assert call.refused == () and call.survivors == tuple(range(6))
+        if cls is not rfa.IdealOracle:
+            assert call.clipped > 0 and call.error_bound == np.inf and call.rounding_bound < 1e-6
+        return
+    assert call.refused == (bad,) and bad not in call.survivors and call.effective_weights[bad] == 0
+    rest = tuple(i for i in range(6) if i != bad)
+    assert call.survivors == rest
+    assert float((call.output - _exact(x, b, rest)).abs().max()) <= call.error_bound + 1e-12
+
+
+@pytest.mark.parametrize("cls", [rfa.IdealOracle, rfa.ModularOracle])
+def test_every_client_refusing_is_a_protocol_abort(cls):
+    x, b = _data(2, 3, 3)
+    x[:, 0] = float("nan")
+    o = cls() if cls is rfa.IdealOracle else cls(seed=1)
+    with pytest.raises(ProtocolAborted):
+        o(x, b)
+    assert o.calls == []
+
+
+def test_weights_far_below_the_public_bound_are_floored_not_an_abort():
+    """The decoded total weight cannot fall below the grid's resolution: every weight below
+    W * weight_floor(m) is raised to it by its client (the issue's crash: all Weiszfeld weights
+    alpha / dist with dist ~ 1e10 against W = alpha / nu). Without the floor this call raises."""
+    x, b = _data(3, 8, 4)
+    o = rfa.ModularOracle(seed=2, value_bound=1e3)
+    W = 1e12
+    tiny = torch.full((8,), 1e-6, dtype=torch.float64)  # omega = 1e-18, below 2^-50
+    call = o.average(x, tiny, weight_bound=W)
+    assert call.floored == 8 and call.error_bound == np.inf and bool(torch.isfinite(call.output).all())
+    floor = W * o.weight_floor(8, 1e3)
+    assert torch.equal(call.weights, torch.full((8,), floor, dtype=torch.float64))
+    from secagg.average import secure_average
+    with pytest.raises(InvalidInput, match="resolution"):
+        secure_average(x.numpy(), tiny.numpy(), clip=1e3, max_weight=W, bits=64, seed=1, backend="modular")
+
+
+def test_record_marks_what_the_server_sees():
+    """OracleCall separates the released output and public facts from the auditor's plaintext data."""
+    x, b = _data(4, 5, 3)
+    call = rfa.ModularOracle(seed=1, value_bound=1e4).average(x, b, weight_bound=20.0)
+    view = call.server_view()
+    assert {"output", "survivors", "error_bound", "value_bound", "weight_bound", "refused"} <= set(view)
+    assert set(rfa.OracleCall.auditor_fields()) == {"weights", "effective_weights", "clipped", "floored", "deviations"}
+    assert not set(view) & set(rfa.OracleCall.auditor_fields())
+    assert call.value_bound == 1e4 and call.value_bound_source == "oracle"
+    assert rfa.ModularOracle(seed=1).average(x, b).value_bound_source == "data"
+    assert rfa.ModularOracle(seed=1).average(x, b, value_bound=5e3).value_bound_source == "call"
 
 
 # ------------------------------------------------------------------------------ secure vs modular

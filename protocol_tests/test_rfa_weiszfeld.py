@@ -211,17 +211,13 @@ def test_chunked_passes_equal_direct(monkeypatch):
     assert torch.allclose(dist, torch.linalg.vector_norm(w - init, dim=1), rtol=1e-13)
 
 
-@pytest.mark.parametrize("case", ["nan", "inf", "zero_w", "neg_w", "shape_w", "1d", "int", "nu", "budget",
+@pytest.mark.parametrize("case", ["zero_w", "neg_w", "shape_w", "1d", "int", "nu", "budget",
                                   "init_shape", "init_nan", "oracle", "init_str"])
 def test_bad_inputs_raise_typed_errors(case):
     w = torch.randn(5, 3, dtype=torch.float64)
     a = torch.ones(5, dtype=torch.float64)
     kw = dict(oracle=rfa.IdealOracle())
-    if case == "nan":
-        w[1, 1] = float("nan")
-    elif case == "inf":
-        w[0, 0] = float("inf")
-    elif case == "zero_w":
+    if case == "zero_w":
         a[2] = 0.0
     elif case == "neg_w":
         a[2] = -1.0

@@ -19,6 +19,7 @@ _LAZY = {
     "SecAggOracle": "rfa.oracle",
     "ModularOracle": "rfa.oracle",
     "OracleCall": "rfa.oracle",
+    "Deviation": "rfa.oracle",
     "smoothed_weiszfeld": "rfa.weiszfeld",
     "one_step_rfa": "rfa.weiszfeld",
     "geometric_median": "rfa.weiszfeld",

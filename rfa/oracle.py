@@ -41,16 +41,17 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from secagg.errors import InvalidInput
+from secagg.errors import InvalidInput, ProtocolAborted
 
 __all__ = [
     "OracleCall",
+    "Deviation",
     "SecureAverageOracle",
     "IdealOracle",
     "SecAggOracle",
@@ -291,99 +292,252 @@ def pairwise_sq_distances(points: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ the record
+_SERVER = {"view": "server"}
+_AUDITOR = {"view": "auditor"}
+
+
 @dataclass
 class OracleCall:
-    """One call of a secure average oracle (what a report or the auditor needs).
+    """One call of a secure average oracle: what the server learned, and, marked apart, the auditor's data.
 
-    Attributes:
-        dim: ``d``.
-        n_clients: ``m``, the clients asked to contribute.
+    Every field carries ``metadata["view"]``: ``"server"`` for what the server sees or knows in a real
+    deployment (the released average, who was summed, public bounds, sizes, bytes), ``"auditor"`` for what
+    only a plaintext auditor can know (the clients' own weights, their effective weights, which clients
+    were clipped or deviated). :meth:`server_view` returns the server's part alone.
+
+    Attributes (server):
+        output: the released average (float64, CPU): exactly what the server learns from this call.
+        dim: ``d``. n_clients: ``m``, the clients asked to contribute.
         survivors: ids (row indices) whose inputs are in the average (``U3`` of the protocol).
-        weights: the client-computed weights ``beta_i`` (float64, CPU), all ``m`` of them.
-        effective_weights: ``beta_i / sum_{j in U3} beta_j`` for survivors, 0 for dropped clients.
+        refused: clients that did not send an input because theirs was not encodable (NaN/Inf vector or
+            weight): the server sees only that they did not send (as a dropout before the masked input).
         bytes_up / bytes_down: total bytes client->server / server->client of this call.
         bytes_per_client: mean ``up + down`` bytes per participating client.
-        error_bound: per-coordinate bound on ``|output - exact weighted average over the survivors|``
-            (0 for :class:`IdealOracle` up to float64 rounding; ``inf`` if an input was clipped).
-        backend: ``"ideal"``, ``"protocol"`` or ``"modular"``.
-        seed: the per-call seed (``None`` for the ideal oracle).
+        error_bound: per-coordinate bound on ``|output - exact weighted average over the survivors|`` of
+            the *unclipped* inputs (0 for :class:`IdealOracle` up to float64 rounding; ``inf`` if an input
+            was clipped or a weight floored: the bound does not cover those changes).
+        rounding_bound: the same bound relative to the inputs as encoded (clipped, floored): always finite.
+        value_bound: the public per-coordinate bound ``c`` used (``None`` for the ideal oracle);
+            value_bound_source: ``"call"`` (the aggregator's public bound), ``"oracle"`` (the configured
+            public bound) or ``"data"`` (the largest ``|w_ij|`` of the call: attacker-steerable, a
+            simulation convenience that training never uses).
+        weight_bound: the public bound ``W`` on every weight (``None`` for the ideal oracle).
+        backend: ``"ideal"``, ``"protocol"`` or ``"modular"``. seed: the per-call seed (``None`` for ideal).
         dropouts: the dropout schedule used ``{client: round}``.
-        clipped: number of clipped input coordinates.
+
+    Attributes (auditor):
+        weights: the client-computed weights ``beta_i`` as encoded (float64, CPU), all ``m`` of them
+            (a refused client's entry is its own, possibly non-finite, weight).
+        effective_weights: ``beta_i / sum_{j in U3} beta_j`` for survivors, 0 for the others.
+        clipped: number of clipped input coordinates. floored: clients whose weight was raised to the
+            public floor (:meth:`SecureAverageOracle.weight_floor`).
+        deviations: the protocol deviations applied ``{client: Deviation}``.
     """
 
-    dim: int
-    n_clients: int
-    survivors: tuple[int, ...]
-    weights: torch.Tensor
-    effective_weights: torch.Tensor
-    bytes_up: int
-    bytes_down: int
-    bytes_per_client: float
-    error_bound: float = 0.0
-    backend: str = "ideal"
-    seed: bytes | None = None
-    dropouts: dict[int, str] = field(default_factory=dict)
-    clipped: int = 0
+    dim: int = field(metadata=_SERVER)
+    n_clients: int = field(metadata=_SERVER)
+    survivors: tuple[int, ...] = field(metadata=_SERVER)
+    weights: torch.Tensor = field(metadata=_AUDITOR)
+    effective_weights: torch.Tensor = field(metadata=_AUDITOR)
+    bytes_up: int = field(metadata=_SERVER)
+    bytes_down: int = field(metadata=_SERVER)
+    bytes_per_client: float = field(metadata=_SERVER)
+    error_bound: float = field(default=0.0, metadata=_SERVER)
+    backend: str = field(default="ideal", metadata=_SERVER)
+    seed: bytes | None = field(default=None, metadata=_SERVER)
+    dropouts: dict[int, str] = field(default_factory=dict, metadata=_SERVER)
+    clipped: int = field(default=0, metadata=_AUDITOR)
+    output: torch.Tensor | None = field(default=None, repr=False, metadata=_SERVER)
+    refused: tuple[int, ...] = field(default=(), metadata=_SERVER)
+    rounding_bound: float = field(default=0.0, metadata=_SERVER)
+    value_bound: float | None = field(default=None, metadata=_SERVER)
+    value_bound_source: str = field(default="none", metadata=_SERVER)
+    weight_bound: float | None = field(default=None, metadata=_SERVER)
+    floored: int = field(default=0, metadata=_AUDITOR)
+    deviations: dict[int, "Deviation"] = field(default_factory=dict, metadata=_AUDITOR)
 
     @property
     def max_effective_weight(self) -> float:
         """``max_i beta_i / sum_j beta_j`` (the quantity Definition 1 (iv) bounds by ``s``)."""
-        return float(self.effective_weights.max())
+        return float(self.effective_weights.max()) if self.effective_weights.numel() else 0.0
+
+    def server_view(self) -> dict[str, Any]:
+        """The fields the server sees (``metadata["view"] == "server"``), by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("view") == "server"}
+
+    @staticmethod
+    def auditor_fields() -> tuple[str, ...]:
+        """Names of the fields only a plaintext auditor can know."""
+        return tuple(f.name for f in fields(OracleCall) if f.metadata.get("view") == "auditor")
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """How one client deviates from the protocol in one oracle call (the second threat model).
+
+    The first threat model (every corruption in :mod:`rfa.fl.attacks`) changes a client's *input* before
+    the honest client code computes its weight, clips and encodes. A Byzantine client under secure
+    aggregation can also run other code: the server cannot check what it sends without input
+    validation (range proofs), which this tool does not emulate. A deviation is passed per client to
+    :meth:`SecureAverageOracle.average`:
+
+    Attributes:
+        claim_max_weight: send the largest weight the public bound allows (``beta_i = W``) instead of its
+            own; the ideal oracle applies it too.
+        skip_clipping: encode the vector without clipping it to the public bound (secure oracles: its
+            coordinates are rounded and reduced mod ``M`` as they are, so they may wrap; the ideal oracle
+            never clips, so this changes nothing there).
+        ring_element: send this ``(d + 1,)`` vector of integers in ``[0, M)`` as the whole encoding (the
+            last entry is the weight coordinate); secure oracles only (:class:`InvalidInput` on the ideal
+            oracle). Overrides the other two.
+    """
+
+    claim_max_weight: bool = False
+    skip_clipping: bool = False
+    ring_element: Any = None
 
 
 def _effective(weights: torch.Tensor, survivors: tuple[int, ...]) -> torch.Tensor:
     if len(survivors) == weights.shape[0]:  # everyone survived (the usual call): the same sum, no gather
         return weights / weights.sum()
     eff = torch.zeros_like(weights)
+    if not survivors:
+        return eff
     idx = torch.tensor(survivors, dtype=torch.long)
     sel = weights[idx]
     eff[idx] = sel / sel.sum()
     return eff
 
 
+def _finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(m,)`` CPU mask of the rows without NaN/Inf (row norms first; exact check where a norm is
+    not finite, since finite entries can overflow a norm)."""
+    ok = torch.isfinite(torch.linalg.vector_norm(x, dim=1)).cpu()
+    if bool(ok.all()):
+        return ok
+    for i in (~ok).nonzero().flatten().tolist():
+        ok[i] = bool(torch.isfinite(x[i]).all())
+    return ok
+
+
+def _call_weights(weights: Any, m: int) -> torch.Tensor:
+    """The clients' weights as float64 CPU ``(m,)``; NaN/Inf allowed (those clients refuse), finite ones
+    must be > 0 (:class:`InvalidInput`)."""
+    if weights is None:
+        raise InvalidInput("weights are required")
+    if not isinstance(weights, torch.Tensor):
+        try:
+            weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"weights: cannot convert to a tensor ({exc})") from exc
+    if weights.ndim != 1 or weights.shape[0] != m:
+        raise InvalidInput(f"weights must have shape ({m},), got {tuple(weights.shape)}")
+    if weights.is_complex() or weights.dtype == torch.bool:
+        raise InvalidInput(f"weights must be real numbers, got {weights.dtype}")
+    w = weights.detach().to(dtype=torch.float64, device="cpu")
+    fin = torch.isfinite(w)
+    if not bool((w[fin] > 0).all()):
+        raise InvalidInput(f"weights must be > 0, got min {float(w[fin].min())}")
+    return w
+
+
 # ------------------------------------------------------------------------------------------ the oracles
 class SecureAverageOracle(abc.ABC):
     """Returns ``sum_i beta_i w_i / sum_i beta_i`` over the surviving clients and records the call.
 
-    ``oracle(vectors (m, d), weights (m,))`` -> ``(d,)`` tensor on ``vectors.device`` with
-    ``vectors.dtype``. Optional keyword hints, both *public* values every client knows:
-    ``weight_bound`` (an upper bound on every ``beta_i``) and ``value_bound`` (a bound on ``|w_ij|``).
+    :meth:`average` ``(vectors (m, d), weights (m,))`` returns the call's :class:`OracleCall` (its
+    ``output`` is the released average, float64); ``oracle(vectors, weights)`` returns that output as a
+    ``(d,)`` tensor on ``vectors.device`` with ``vectors.dtype``. Optional keywords, both *public* values
+    every client knows before the call: ``weight_bound`` (an upper bound ``W`` on every ``beta_i``) and
+    ``value_bound`` (the bound ``c`` on ``|w_ij|``; each client clips to it before encoding).
+
+    Never crash on a client's data: a client whose vector or weight has a NaN/Inf entry *refuses* (it
+    sends nothing, like a client dropping before its masked input; recorded in ``refused``); a vector of
+    any finite size is clipped by its own client to the public bound; a weight below the public floor
+    ``W * weight_floor`` is raised to it (so the decoded total weight can never fall below the grid's
+    resolution). What can still stop a call is too few survivors (:class:`ProtocolAborted`, nothing
+    released). Structural errors of the caller (shapes, dtypes, non-positive weights, a weight above
+    ``weight_bound``) raise :class:`InvalidInput` and record nothing.
     """
 
     name: str = "oracle"
+    value_bound: float | None = None
 
     def __init__(self) -> None:
         self.calls: list[OracleCall] = []
 
     def __call__(self, vectors: torch.Tensor, weights: torch.Tensor, *, weight_bound: float | None = None,
-                 value_bound: float | None = None) -> torch.Tensor:
-        x = check_points(vectors, name="vectors")
-        beta = self._check_call(x, weights, weight_bound, value_bound)
-        out, call = self._average(x, beta, weight_bound=weight_bound, value_bound=value_bound)
+                 value_bound: float | None = None,
+                 deviations: Mapping[int, Deviation] | None = None) -> torch.Tensor:
+        x = _check_shape(vectors, name="vectors")
+        call = self.average(x, weights, weight_bound=weight_bound, value_bound=value_bound, deviations=deviations)
+        assert call.output is not None
+        return call.output.to(device=x.device, dtype=x.dtype)
+
+    def average(self, vectors: torch.Tensor, weights: Any, *, weight_bound: float | None = None,
+                value_bound: float | None = None,
+                deviations: Mapping[int, Deviation] | None = None) -> OracleCall:
+        """One call: validate, let non-encodable clients refuse, apply ``deviations``, average, record.
+
+        ``deviations`` maps a client (row index) to its :class:`Deviation` (the protocol-deviation seam).
+        Returns the recorded :class:`OracleCall`; ``call.output`` is the released average (float64 CPU).
+        Raises :class:`ProtocolAborted` when no (or, for the secure oracles, too few) clients remain.
+        """
+        x = _check_shape(vectors, name="vectors")
+        m = x.shape[0]
+        beta = _call_weights(weights, m)
+        wb = self._check_bounds(beta, weight_bound, value_bound)
+        devs = self._check_deviations(deviations, m)
+        call = self._average(x, beta, weight_bound=wb, value_bound=value_bound, deviations=devs)
         self.calls.append(call)
-        return out.to(device=x.device, dtype=x.dtype)
+        return call
 
     @staticmethod
-    def _check_call(x: torch.Tensor, weights: Any, weight_bound: float | None,
-                    value_bound: float | None) -> torch.Tensor:
-        """Validate the weights and the public hints; returns the float64 CPU weights."""
-        beta = check_weights(weights, x.shape[0], device=torch.device("cpu"), default=None)
+    def _check_bounds(beta: torch.Tensor, weight_bound: float | None, value_bound: float | None) -> float | None:
+        fin = beta[torch.isfinite(beta)]
         if weight_bound is not None:
             wb = float(weight_bound)
             if not math.isfinite(wb) or wb <= 0:
                 raise InvalidInput(f"weight_bound must be finite and > 0, got {weight_bound!r}")
-            if float(beta.max()) > wb * (1.0 + 1e-12):
-                raise InvalidInput(f"a weight {float(beta.max())} exceeds the public weight_bound {wb}")
+            if fin.numel() and float(fin.max()) > wb * (1.0 + 1e-12):
+                raise InvalidInput(f"a weight {float(fin.max())} exceeds the public weight_bound {wb}")
         if value_bound is not None:
             vb = float(value_bound)
             if not math.isfinite(vb) or vb <= 0:
                 raise InvalidInput(f"value_bound must be finite and > 0, got {value_bound!r}")
+        return None if weight_bound is None else float(weight_bound)
+
+    @staticmethod
+    def _check_deviations(deviations: Mapping[int, Deviation] | None, m: int) -> dict[int, Deviation]:
+        if not deviations:
+            return {}
+        out: dict[int, Deviation] = {}
+        for k, dv in dict(deviations).items():
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < m:
+                raise InvalidInput(f"deviations name client {k!r}, but only {m} clients take part")
+            if not isinstance(dv, Deviation):
+                raise InvalidInput(f"deviations[{k}] must be a Deviation, got {type(dv).__name__}")
+            out[int(k)] = dv
+        return out
+
+    @staticmethod
+    def _check_call(x: torch.Tensor, weights: Any, weight_bound: float | None,
+                    value_bound: float | None) -> torch.Tensor:
+        """Validate the weights (finite, > 0) and the public hints; returns the float64 CPU weights."""
+        beta = check_weights(weights, x.shape[0], device=torch.device("cpu"), default=None)
+        SecureAverageOracle._check_bounds(beta, weight_bound, value_bound)
         return beta
+
+    def weight_floor(self, m: int, value_bound: float | None = None) -> float:
+        """Smallest relative weight ``omega_min = beta_min / W`` this oracle encodes without loss of the
+        call: ``8 / K`` for the secure oracles (``K`` grid steps per ``c``; module docstring), 0 for the
+        ideal oracle. A public function of ``m`` and the configuration only."""
+        return 0.0
 
     @abc.abstractmethod
     def _average(self, x: torch.Tensor, beta: torch.Tensor, *, weight_bound: float | None,
-                 value_bound: float | None) -> tuple[torch.Tensor, OracleCall]:
-        """Compute the average (float64) and the call record."""
+                 value_bound: float | None, deviations: dict[int, Deviation]) -> OracleCall:
+        """Compute the average and the call record (with ``output``)."""
 
     def reset(self) -> None:
         """Forget the recorded calls (and restart the per-call seed counter, so a run repeats)."""
@@ -392,6 +546,10 @@ class SecureAverageOracle(abc.ABC):
     @property
     def num_calls(self) -> int:
         return len(self.calls)
+
+
+def _no_survivors(refused: tuple[int, ...]) -> ProtocolAborted:
+    return ProtocolAborted("masked-input", f"no client sent an input ({len(refused)} refused: NaN/Inf vector or weight)")
 
 
 class IdealOracle(SecureAverageOracle):
@@ -404,19 +562,50 @@ class IdealOracle(SecureAverageOracle):
     ``u = 2^-24``) of the exact average -- float32-level, as the float32 output is anyway -- and the
     ``(m, d)`` input is never copied or converted. The finiteness check of the inputs is fused into that
     pass (all ``p_i > 0``, so a NaN/Inf entry makes its output coordinate non-finite; only then is the
-    matrix scanned, and :class:`InvalidInput` raised before anything is recorded; the same fused check
-    on the float64 path); a non-finite result from finite inputs (float32 overflow), or a ``p_i`` that
-    underflows in float32, takes the float64 path. ``OracleCall.error_bound`` is 0: the rounding of the input dtype is not counted. Bytes recorded:
-    the plaintext upload of a float32 vector and weight per client (``4 (d + 1)``), nothing down -- the
-    cost of an insecure FedAvg round, for comparison.
+    matrix scanned, the clients with a NaN/Inf entry refuse, and the average is taken over the others);
+    a non-finite result from finite inputs (float32 overflow), or a ``p_i`` that underflows in float32,
+    takes the float64 path. No clipping, no weight floor. ``OracleCall.error_bound`` is 0: the rounding
+    of the input dtype is not counted. Bytes recorded: the plaintext upload of a float32 vector and
+    weight per client (``4 (d + 1)``), nothing down -- the cost of an insecure FedAvg round, for comparison.
     """
 
     name = "ideal"
 
-    def __call__(self, vectors: torch.Tensor, weights: torch.Tensor, *, weight_bound: float | None = None,
-                 value_bound: float | None = None) -> torch.Tensor:
-        x = _check_shape(vectors, name="vectors")
-        beta = self._check_call(x, weights, weight_bound, value_bound)
+    def _average(self, x, beta, *, weight_bound, value_bound, deviations):
+        m, d = x.shape
+        for k, dv in deviations.items():
+            if dv.ring_element is not None:
+                raise InvalidInput("a ring_element deviation needs a secure oracle (the ideal oracle has no ring)")
+        beta_used = beta.clone()
+        if deviations:
+            claim = weight_bound if weight_bound is not None else float(beta[torch.isfinite(beta)].max())
+            for k, dv in deviations.items():
+                if dv.claim_max_weight:
+                    beta_used[k] = claim
+        okw = torch.isfinite(beta_used)
+        refused: tuple[int, ...] = ()
+        out = None
+        if bool(okw.all()):
+            out = self._fused(x, beta_used)
+        if out is None:  # some client's vector or weight is not finite: those clients refuse
+            ok = _finite_rows(x) & okw
+            refused = tuple(int(i) for i in (~ok).nonzero().flatten().tolist())
+            if not bool(ok.any()):
+                raise _no_survivors(refused)
+            beta_used = torch.where(ok, beta_used, torch.zeros_like(beta_used))
+            sel = ok.nonzero().flatten()
+            out = weighted_sum(beta_used[sel], x[sel.to(x.device)]) / float(beta_used[sel].sum())
+        survivors = tuple(i for i in range(m) if i not in set(refused)) if refused else tuple(range(m))
+        eff = _effective(torch.where(torch.isfinite(beta_used), beta_used, torch.zeros_like(beta_used)), survivors)
+        up = 4 * (d + 1) * m
+        return OracleCall(dim=d, n_clients=m, survivors=survivors, weights=beta_used, effective_weights=eff,
+                          bytes_up=up, bytes_down=0, bytes_per_client=float(up) / m, error_bound=0.0,
+                          backend="ideal", output=out.detach().to(device="cpu", dtype=torch.float64),
+                          refused=refused, deviations=dict(deviations))
+
+    @staticmethod
+    def _fused(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor | None:
+        """The average with the finiteness check fused in; ``None`` if some input is not finite."""
         total = float(beta.sum())
         p = beta / total
         out = None
@@ -425,29 +614,14 @@ class IdealOracle(SecureAverageOracle):
             if bool((p32 >= torch.finfo(torch.float32).tiny).all()):
                 out = p32 @ x
                 if not bool(torch.isfinite(out).all()):
-                    check_points(x, name="vectors")  # raises on NaN/Inf input; else float32 overflow
-                    out = None
+                    if not _all_finite(x):
+                        return None
+                    out = None  # float32 overflow of finite inputs: float64 below
         if out is None:
             out = weighted_sum(beta, x) / total  # float64 accumulation (rows converted block by block)
-            if not bool(torch.isfinite(out).all()):
-                check_points(x, name="vectors")  # raises on NaN/Inf input (nothing recorded)
-        m, d = x.shape
-        up = 4 * (d + 1) * m
-        call = OracleCall(dim=d, n_clients=m, survivors=tuple(range(m)), weights=beta.clone(),
-                          effective_weights=p, bytes_up=up, bytes_down=0,
-                          bytes_per_client=float(up) / m, error_bound=0.0, backend="ideal")
-        self.calls.append(call)
-        return out.to(device=x.device, dtype=x.dtype)
-
-    def _average(self, x, beta, *, weight_bound, value_bound):
-        m, d = x.shape
-        total = weighted_sum(beta, x) / float(beta.sum())
-        survivors = tuple(range(m))
-        up = 4 * (d + 1) * m
-        call = OracleCall(dim=d, n_clients=m, survivors=survivors, weights=beta.clone(),
-                          effective_weights=beta / beta.sum(), bytes_up=up, bytes_down=0,
-                          bytes_per_client=float(up) / m, error_bound=0.0, backend="ideal")
-        return total, call
+            if not bool(torch.isfinite(out).all()) and not _all_finite(x):
+                return None
+        return out
 
 
 def _seed_bytes(seed: int | bytes | str | None) -> bytes:
@@ -570,7 +744,29 @@ class SecAggOracle(SecureAverageOracle):
                 out[int(k)] = str(r)
         return out
 
-    def _average(self, x, beta, *, weight_bound, value_bound):
+    _ENCODE_KEYS = ("rotate", "modulus", "bits", "scale", "clip_norm")
+
+    def _grid_steps(self, m: int, c: float) -> int:
+        """``K = ceil(c s)``, the grid steps per ``c`` that ``secure_average`` will use for ``m`` clients."""
+        from secagg.discretize import choose_modulus, offset_for, scale_for_modulus
+
+        scale = self.options.get("scale")
+        if "modulus" in self.options:
+            s = scale if scale is not None else scale_for_modulus(m, c, int(self.options["modulus"]))
+        else:
+            _, s = choose_modulus(m, c, scale=scale, bits=self.options.get("bits"))
+        return offset_for(c, s)
+
+    def weight_floor(self, m: int, value_bound: float | None = None) -> float:
+        """``8 / K`` (``K <= 2^50`` grid steps per ``c`` for ``m`` clients). A client's weight coordinate
+        ``omega_i c`` is then at least 8 grid steps, and after stochastic rounding (each client moves it by
+        less than one step) at least 7; ``secure_average`` decodes when the total exceeds
+        ``2 B = 2 |U3| (1 + 8 * 2^-53 (K + 1)) <= 4 |U3| + 2`` steps (its rounding bound with float slack),
+        and ``7 |U3| > 4 |U3| + 2`` for every non-empty survivor set: the underflow abort cannot happen."""
+        c = value_bound if value_bound is not None else (self.value_bound if self.value_bound is not None else 1.0)
+        return 8.0 / float(self._grid_steps(m, float(c)))
+
+    def _average(self, x, beta, *, weight_bound, value_bound, deviations):
         from secagg.average import secure_average  # the oracle's only dependency on the protocol stack
 
         m, d = x.shape
@@ -578,22 +774,106 @@ class SecAggOracle(SecureAverageOracle):
         self._counter += 1  # a failed call still consumes its index: the next call gets a fresh seed
         cseed = self.call_seed(index)
         schedule = self._schedule(index, m, cseed)
-        wb = float(weight_bound) if weight_bound is not None else float(beta.max())
+        okw = torch.isfinite(beta)
+        ok = _finite_rows(x) & okw
+        refused = tuple(int(i) for i in (~ok).nonzero().flatten().tolist())
+        if len(refused) == m:
+            raise _no_survivors(refused)
+        b = beta.clone()
+        wb = float(weight_bound) if weight_bound is not None else float(b[ok].max())  # default: a convenience
+        for k, dv in deviations.items():
+            if dv.claim_max_weight and ok[k]:
+                b[k] = wb
+        if value_bound is not None:
+            c, source = float(value_bound), "call"
+        elif self.value_bound is not None:
+            c, source = self.value_bound, "oracle"
+        else:
+            c, source = None, "data"
+        floor = wb * self.weight_floor(m, c)
+        low = ok & (b < floor)
+        floored = int(low.sum())
+        if floored:
+            b[low] = floor
         xs = _host_array(x)
-        c = value_bound if value_bound is not None else self.value_bound
-        res = secure_average(xs, beta.numpy(), seed=cseed, clip=c, max_weight=wb, dropouts=schedule or None,
-                             backend=self.backend, **self.options)
+        if refused:  # a refusing client sends nothing: it drops before its masked input
+            xs = np.array(xs, dtype=np.float64)
+            xs[list(refused)] = 0.0
+            b[list(refused)] = wb
+            rounds = _ACTIVE_ROUNDS if self.options.get("variant") == "active" else _HBC_ROUNDS
+            stop = rounds.index("masked-input")
+            for k in refused:
+                if k not in schedule or rounds.index(schedule[k]) > stop:
+                    schedule[k] = "masked-input"
+        special = {k: dv for k, dv in deviations.items() if dv.ring_element is not None or dv.skip_clipping}
+        if special:
+            res = self._deviating_average(xs, b.numpy(), cseed, c, wb, schedule, special)
+        else:
+            res = secure_average(xs, b.numpy(), seed=cseed, clip=c, max_weight=wb, dropouts=schedule or None,
+                                 backend=self.backend, **self.options)
         del xs
         out = np.asarray(res.average, dtype=np.float64)
-        bound = math.inf if int(res.clipped) else float(res.error_bound)
+        rbound = float(res.error_bound)
+        bound = math.inf if (int(res.clipped) or floored or deviations) else rbound
         survivors = tuple(int(i) for i in res.included)
         up, down, clients = _ledger_totals(res.ledger)
-        call = OracleCall(dim=d, n_clients=m, survivors=survivors, weights=beta.clone(),
-                          effective_weights=_effective(beta, survivors), bytes_up=up, bytes_down=down,
+        w_rec = torch.where(ok, b, beta)  # a refused client's own (non-finite) weight, for the auditor
+        eff_base = torch.where(ok, b, torch.zeros_like(b))
+        return OracleCall(dim=d, n_clients=m, survivors=survivors, weights=w_rec,
+                          effective_weights=_effective(eff_base, survivors), bytes_up=up, bytes_down=down,
                           bytes_per_client=float(up + down) / max(1, clients), error_bound=bound,
-                          backend=self.backend, seed=cseed, dropouts=schedule,
-                          clipped=int(res.clipped))
-        return torch.from_numpy(out), call
+                          backend=self.backend, seed=cseed, dropouts=schedule, clipped=int(res.clipped),
+                          output=torch.from_numpy(out), refused=refused, rounding_bound=rbound,
+                          value_bound=float(res.clip), value_bound_source=source, weight_bound=wb,
+                          floored=floored, deviations=dict(deviations))
+
+    def _deviating_average(self, xs: np.ndarray, b: np.ndarray, cseed: bytes, c: float | None, wb: float,
+                           schedule: dict[int, str], special: dict[int, Deviation]) -> Any:
+        """``secure_average`` with some clients' encodings replaced (the protocol-deviation seam): the honest
+        clients encode as always (:func:`secagg.average.encode_clients`); a deviating client sends its
+        ``ring_element``, or its vector rounded to the grid *without* clipping, reduced mod ``M``. The
+        sum then runs through the same protocol (or modular) backend and decoder. A decoded total weight
+        the decoder cannot use (a deviating client can send any weight coordinate) stops the call with
+        :class:`ProtocolAborted`: the server releases nothing."""
+        from secagg import average as sa
+
+        enc_opts = {k: v for k, v in self.options.items() if k in self._ENCODE_KEYS}
+        proto_opts = {k: v for k, v in self.options.items() if k not in self._ENCODE_KEYS}
+        if any(dv.skip_clipping and dv.ring_element is None for dv in special.values()) and enc_opts.get("rotate"):
+            raise InvalidInput("a skip_clipping deviation is not supported with rotate=True")
+        plan = sa.encode_clients(xs, b, seed=cseed, clip=c, max_weight=wb, **enc_opts)
+        vq = plan.quantizer
+        mod = int(vq.modulus)
+        enc = plan.encodings
+        dim = int(enc.shape[1])
+        from secagg.discretize import offset_for
+
+        k_off = offset_for(vq.clip, vq.scale)
+        for i, dv in special.items():
+            if dv.ring_element is not None:
+                r = np.asarray(dv.ring_element)
+                if r.shape != (dim,) or r.dtype.kind not in "ui" or (r.size and (int(r.min()) < 0 or int(r.max()) >= mod)):
+                    raise InvalidInput(f"ring_element of client {i} must be {dim} integers in [0, {mod})")
+                enc[i] = r.astype(enc.dtype)
+            else:  # the client's own vector, rounded to the grid but not clipped, reduced mod M
+                omega = float(b[i]) / wb
+                vals = [omega * float(v) * vq.scale for v in xs[i]] + [omega * vq.clip * vq.scale]
+                enc[i] = np.array([(int(round(v)) + k_off) % mod for v in vals], dtype=object).astype(enc.dtype)
+        kw = dict(modulus=mod, dropouts=schedule or None, seed=cseed, **proto_opts)
+        if self.backend == "protocol":
+            from secagg.protocol import run_secure_aggregation
+
+            pres = run_secure_aggregation(enc, **kw)
+            total, included, ledger, proto = np.asarray(pres.sum), tuple(int(i) for i in pres.included), pres.ledger, pres
+        else:
+            from secagg.cost import modular_run
+
+            total, included, ledger = modular_run(enc, dim=dim, **kw)
+            proto = None
+        try:
+            return sa._decode(plan, total, included, ledger, proto, self.backend)
+        except InvalidInput as exc:
+            raise ProtocolAborted("unmasking", f"the decoded sum is not a usable average ({exc})") from exc
 
 
 class ModularOracle(SecAggOracle):

@@ -63,14 +63,24 @@ __all__ = ["WeiszfeldResult", "smoothed_weiszfeld", "one_step_rfa", "geometric_m
 
 
 def objective(distances: torch.Tensor, alpha: torch.Tensor) -> float:
-    """``g(v) = sum_i alpha_i ||v - w_i||`` from the distances (eq. 6)."""
-    return float((alpha * distances).sum())
+    """``g(v) = sum_i alpha_i ||v - w_i||`` from the distances (eq. 6); clients whose distance is NaN
+    (a NaN/Inf vector: they refuse every call) are left out."""
+    keep = ~torch.isnan(distances)
+    return float((alpha[keep] * distances[keep]).sum())
 
 
 def smoothed_objective(distances: torch.Tensor, alpha: torch.Tensor, nu: float) -> float:
-    """``g_nu(v) = sum_i alpha_i h_nu(||v - w_i||)`` (see module docstring)."""
-    h = torch.where(distances >= nu, distances, (distances * distances / nu + nu) / 2)
-    return float((alpha * h).sum())
+    """``g_nu(v) = sum_i alpha_i h_nu(||v - w_i||)`` (see module docstring; NaN distances left out)."""
+    keep = ~torch.isnan(distances)
+    d = distances[keep]
+    h = torch.where(d >= nu, d, (d * d / nu + nu) / 2)
+    return float((alpha[keep] * h).sum())
+
+
+S_MAX = 1e300
+"""Public cap on ``max(nu, ||v - w_i||)``: a client whose distance overflows (a finite vector near the
+float64 range) still computes a positive weight ``alpha_i / S_MAX``; the secure oracles then raise it to
+their public floor (:meth:`rfa.oracle.SecureAverageOracle.weight_floor`)."""
 
 
 @dataclass
@@ -92,6 +102,9 @@ class WeiszfeldResult:
         nu_bar: ``min_{r, i} max(nu, ||v^(r-1) - w_i||)`` over the Weiszfeld steps (Prop. 2/3; ``inf`` if none).
         error_bound: bound on ``||median - median of an exact-oracle run||_2`` (module docstring).
         stopped_early: whether ``tol`` ended the run before the budget.
+        init: ``"mean"``, ``"zero"`` or ``"tensor"``: where the run started (the auditor needs to know
+            whether ``v^(0)`` lies in the hull of the points: the mean does, the others in general not).
+        refused: clients that refused in some call (a NaN/Inf vector or weight; never in an average).
     """
 
     median: torch.Tensor
@@ -107,6 +120,8 @@ class WeiszfeldResult:
     nu_bar: float
     error_bound: float
     stopped_early: bool = False
+    init: str = "mean"
+    refused: tuple[int, ...] = ()
 
 
 def _check_nu(nu: Any) -> float:
@@ -151,6 +166,8 @@ def _propagate(delta: float, dist: torch.Tensor, beta: torch.Tensor, nu: float, 
         return own
     idx = torch.tensor(survivors, dtype=torch.long)
     dd = dist.cpu()[idx]
+    if not bool(torch.isfinite(dd).all()) or not bool(torch.isfinite(dist_next.cpu()[idx]).all()):
+        return math.inf
     s = dd.clamp(min=nu)
     a = s / (dd + delta).clamp(min=nu)
     b = s / (dd - delta).clamp(min=nu)
@@ -161,11 +178,15 @@ def _propagate(delta: float, dist: torch.Tensor, beta: torch.Tensor, nu: float, 
 
 
 def _first_distances(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``row_distances(w, v)`` that also validates ``w``: NaN/Inf entries make a distance non-finite, and
-    only then is the matrix scanned (:func:`check_points` raises :class:`InvalidInput`)."""
+    """``row_distances(w, v)``, with NaN for the rows that hold a NaN/Inf entry (those clients refuse
+    every call); a finite row whose distance overflows keeps ``inf``. The matrix is scanned only when
+    some distance is not finite."""
     dist = row_distances(w, v)
     if not bool(torch.isfinite(dist).all()):
-        check_points(w)
+        from rfa.oracle import _finite_rows
+
+        bad = ~_finite_rows(w)
+        dist[bad.to(dist.device)] = math.nan
     return dist
 
 
@@ -206,20 +227,34 @@ def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None
     if not isinstance(oracle, SecureAverageOracle):
         raise InvalidInput(f"oracle must be a SecureAverageOracle, got {type(oracle).__name__}")
     amax = float(alpha.max())
-    first_call = len(oracle.calls)
     betas: list[torch.Tensor] = []
     kinds: list[str] = []
+    calls: list[OracleCall] = []
     delta = 0.0
+    bad: torch.Tensor | None = None  # rows with a NaN/Inf entry (their clients refuse every call)
+
+    def _dist(v: torch.Tensor) -> torch.Tensor:
+        out = row_distances(w, v)
+        if bad is not None:
+            out[bad.to(out.device)] = math.nan
+        return out
+
     if init is None or (isinstance(init, str) and init == "mean"):
-        v = oracle(w, alpha, weight_bound=amax)  # the oracle validates w (NaN/Inf -> InvalidInput, no record)
-        betas.append(alpha.cpu().clone())
+        init_kind = "mean"
+        call = oracle.average(w, alpha, weight_bound=amax)  # the oracle's fused check finds NaN/Inf rows
+        calls.append(call)
+        v = call.output.to(device=w.device, dtype=w.dtype)
+        if call.refused:
+            bad = torch.zeros(m, dtype=torch.bool)
+            bad[list(call.refused)] = True
+        betas.append(call.weights.clone())
         kinds.append("mean")
-        call = oracle.calls[-1]
-        dist = row_distances(w, v)
+        dist = _dist(v)
         delta = _propagate(0.0, dist, alpha, nu, call.survivors, call, dist, v, False)
     elif isinstance(init, str):
         if init not in ("zero", "zeros"):
             raise InvalidInput(f"init must be None, 'mean', 'zero' or a tensor, got {init!r}")
+        init_kind = "zero"
         v = torch.zeros(d, dtype=w.dtype, device=w.device)
         dist = _first_distances(w, v)
     else:
@@ -227,8 +262,11 @@ def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None
             raise InvalidInput(f"init must be a floating tensor of shape ({d},)")
         if not bool(torch.isfinite(init).all()):
             raise InvalidInput("init contains NaN or Inf")
+        init_kind = "tensor"
         v = init.detach().to(device=w.device, dtype=w.dtype).clone()
         dist = _first_distances(w, v)
+    if bad is None and bool(torch.isnan(dist).any()):
+        bad = torch.isnan(dist).cpu()
     distances = [dist.cpu()]
     obj = [objective(dist, alpha)]
     sobj = [smoothed_objective(dist, alpha, nu)]
@@ -236,16 +274,20 @@ def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None
     stopped = False
     vnorm = _norm64(v)
     while len(betas) < budget:
-        s = dist.clamp(min=nu)
-        nu_bar = min(nu_bar, float(s.min()))
+        s = dist.clamp(min=nu, max=S_MAX)  # NaN (a refusing client) stays NaN
+        fin = s[~torch.isnan(s)]
+        if fin.numel():
+            nu_bar = min(nu_bar, float(fin.min()))
         beta = alpha / s  # client i: alpha_i / max(nu, ||v - w_i||)
-        v_new = oracle(w, beta, weight_bound=amax / nu)
-        betas.append(beta.cpu().clone())
+        call = oracle.average(w, beta, weight_bound=amax / nu)
+        calls.append(call)
+        v_new = call.output.to(device=w.device, dtype=w.dtype)
+        betas.append(call.weights.clone())
         kinds.append("weiszfeld")
-        call = oracle.calls[-1]
-        dist_new = row_distances(w, v_new)
+        dist_new = _dist(v_new)
         vnorm_new = _norm64(v_new)
-        delta = _propagate(delta, dist, beta, nu, call.survivors, call, dist_new, v_new, True, vnorm_new)
+        bused = call.weights.to(torch.float64)
+        delta = _propagate(delta, dist, bused, nu, call.survivors, call, dist_new, v_new, True, vnorm_new)
         ref = max(vnorm, 1e-300)
         step = float((v_new.double() - v.double()).norm()) if tol is not None else math.nan
         v, dist, vnorm = v_new, dist_new, vnorm_new
@@ -255,11 +297,11 @@ def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None
         if tol is not None and step <= float(tol) * ref and len(betas) < budget:
             stopped = True
             break
-    calls = oracle.calls[first_call:]
+    refused = tuple(sorted({i for c in calls for i in c.refused}))
     return WeiszfeldResult(median=v, objective=obj, smoothed_objective=sobj, betas=betas, kinds=kinds,
                            calls=len(calls), effective_weights=[c.effective_weights for c in calls],
                            oracle_calls=list(calls), distances=distances, nu=nu, nu_bar=nu_bar,
-                           error_bound=delta, stopped_early=stopped)
+                           error_bound=delta, stopped_early=stopped, init=init_kind, refused=refused)
 
 
 def one_step_rfa(points: torch.Tensor, weights: torch.Tensor | None = None, *, oracle: SecureAverageOracle,
