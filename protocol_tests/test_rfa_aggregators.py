@@ -18,27 +18,39 @@ from secagg.errors import InvalidInput
 T = lambda rows: torch.tensor(rows, dtype=torch.float64)  # noqa: E731
 
 
+SECURE_CALLS = {"fedavg": 1, "rfa": 3, "rfa-paper": 3, "one-step-rfa": 1, "rlr": 1, "norm-clipping": 1,
+                "centered-clipping": 3, "clip-and-noise": 1, "bucketing": 1}
+
+
 def test_registry_and_declarations():
-    assert A.NAMES == ("fedavg", "rfa", "one-step-rfa", "rlr", "norm-clipping", "coordinate-median",
-                       "trimmed-mean", "krum", "multi-krum")
-    secure = {"fedavg": 1, "rfa": 3, "one-step-rfa": 1, "rlr": 1, "norm-clipping": 1}
+    assert A.NAMES == ("fedavg", "rfa", "rfa-paper", "one-step-rfa", "rlr", "norm-clipping", "centered-clipping",
+                       "clip-and-noise", "bucketing", "coordinate-median", "coordinate-median-unweighted",
+                       "trimmed-mean", "trimmed-mean-unweighted", "krum", "multi-krum", "bulyan")
     for name in A.NAMES:
         agg = A.make(name)
         assert agg.name == name and isinstance(agg, A.Aggregator)
         assert isinstance(agg.reveals, str) and agg.reveals
-        if name in secure:
-            assert agg.secure_compatible and agg.calls_per_aggregation == secure[name]
+        if name in SECURE_CALLS:
+            assert agg.secure_compatible and agg.calls_per_aggregation == SECURE_CALLS[name]
         else:
             assert not agg.secure_compatible and agg.calls_per_aggregation is None
+        assert isinstance(type(agg).sweep_params(0.1, 20), dict)
     assert A.make("rfa", budget=5).calls_per_aggregation == 5
+    assert A.make("centered-clipping", iters=2).calls_per_aggregation == 2
 
 
 def test_every_aggregator_counts_its_calls():
+    """oracle_calls is the number of oracle records; calls_per_aggregation the secure aggregations each
+    client takes part in (equal, except bucketing: one call per bucket, each client in one)."""
     u = torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for name in A.NAMES:
         o = rfa.IdealOracle()
         out = A.make(name)(u, None, o)
-        assert out.oracle_calls == len(o.calls) == (A.make(name).calls_per_aggregation or 0)
+        assert out.oracle_calls == len(o.calls) == len(out.calls)
+        if name == "bucketing":
+            assert len(o.calls) == 6 and all(c.n_clients == 2 for c in o.calls)
+        else:
+            assert len(o.calls) == (A.make(name).calls_per_aggregation or 0)
         assert out.vector.shape == (5,) and out.vector.dtype == u.dtype
 
 
@@ -84,12 +96,15 @@ def test_norm_clipping_hand_case():
 
 def test_coordinate_median_and_trimmed_mean_hand_cases():
     u = T([[1.0, 10.0], [2.0, -5.0], [3.0, 0.0], [100.0, 1.0], [-50.0, 2.0]])
-    assert torch.equal(A.make("coordinate-median")(u, None, None).vector, T([2.0, 1.0]))
-    assert torch.equal(A.make("coordinate-median")(u[:4], None, None).vector, T([2.5, 0.5]))
+    for med in ("coordinate-median", "coordinate-median-unweighted"):  # equal weights: the same numbers
+        assert torch.equal(A.make(med)(u, None, None).vector, T([2.0, 1.0]))
+        assert torch.equal(A.make(med)(u[:4], None, None).vector, T([2.5, 0.5]))
     # rho = 0.2 of 5 -> trim 1 each side: (1+2+3)/3 and (0+1+2)/3
-    out = A.make("trimmed-mean", rho=0.2)(u, None, None)
+    out = A.make("trimmed-mean-unweighted", rho=0.2)(u, None, None)
     assert torch.allclose(out.vector, T([2.0, 1.0])) and out.info["trimmed_each_side"] == 1
-    assert torch.allclose(A.make("trimmed-mean", rho=0.0)(u, None, None).vector, u.mean(0))
+    assert torch.allclose(A.make("trimmed-mean", rho=0.2)(u, None, None).vector, T([2.0, 1.0]))
+    for tm in ("trimmed-mean", "trimmed-mean-unweighted"):
+        assert torch.allclose(A.make(tm, rho=0.0)(u, None, None).vector, u.mean(0))
 
 
 def test_krum_and_multikrum_hand_cases():
@@ -130,20 +145,20 @@ def test_bad_parameters_raise(name, params):
 
 
 def test_bad_inputs_raise():
-    u = torch.randn(6, 3, dtype=torch.float64)
+    u = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     for name in A.NAMES:
         agg = A.make(name)
-        bad_u = u.clone()
-        bad_u[0, 0] = float("nan")
         with pytest.raises(InvalidInput):
-            agg(bad_u, None, rfa.IdealOracle())
-        with pytest.raises(InvalidInput):
-            agg(u, torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0]), rfa.IdealOracle())
+            agg(u, torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]), rfa.IdealOracle())
         with pytest.raises(InvalidInput):
             agg(u, torch.ones(5), rfa.IdealOracle())
+        with pytest.raises(InvalidInput):
+            agg(u[0], None, rfa.IdealOracle())
     with pytest.raises(InvalidInput):
         A.make("fedavg")(u, None, None)  # secure-compatible aggregators need an oracle
     with pytest.raises(InvalidInput):
-        A.make("krum", f=2)(u, None, None)  # m = 6 <= 2f + 2
+        A.make("krum", f=3)(u, None, None)  # m = 7 <= 2f + 2
     with pytest.raises(InvalidInput):
-        A.make("trimmed-mean", rho=0.45)(u, None, None)  # trims 3 of 6 from each side
+        A.make("trimmed-mean-unweighted", rho=0.45)(u, None, None)  # trims 4 of 7 from each side
+    with pytest.raises(InvalidInput):
+        A.make("bulyan", f=2)(u, None, None)  # m = 7 < 4f + 3

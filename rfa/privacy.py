@@ -81,6 +81,15 @@ def proposition3_bound(alphas: torch.Tensor | Sequence[float] | int, B: float, n
     return amax * d / (amax * d + nu_bar * max(rest, 0.0))
 
 
+def _finite(points: torch.Tensor) -> torch.Tensor:
+    """The rows of ``points`` without NaN/Inf (their clients refused every call)."""
+    from rfa.oracle import _check_shape, _finite_rows
+
+    p = _check_shape(points)
+    ok = _finite_rows(p)
+    return p if bool(ok.all()) else p[ok.to(p.device)]
+
+
 def max_pairwise_distance(points: torch.Tensor) -> float:
     """``B = max_{i,j} ||w_i - w_j||`` (float64; see :func:`rfa.oracle.pairwise_sq_distances`)."""
     return float(pairwise_sq_distances(check_points(points)).max().sqrt())
@@ -96,7 +105,8 @@ class AuditRecord:
         max_weight: their maximum; ``argmax`` the client attaining it.
         s: the user's limit (or ``None``); ``ok``: ``max_weight <= s`` (True when ``s`` is None).
         bound: the Proposition 3 bound checked for this call (``None`` when not a Weiszfeld call);
-        bound_paper: the same with ``D = max(B, nu)`` (when the points were given).
+        bound_paper: the same with ``D = max(B, nu)`` (when the points were given and the iterate is
+            in their hull); paper_ok: whether ``max_weight`` is within it.
         kind: ``"mean"``, ``"weiszfeld"`` or ``"call"``.
     """
 
@@ -109,6 +119,7 @@ class AuditRecord:
     bound: float | None = None
     bound_paper: float | None = None
     kind: str = "call"
+    paper_ok: bool = True
 
 
 class PrivacyAuditor:
@@ -141,17 +152,23 @@ class PrivacyAuditor:
 
     def audit_call(self, call: OracleCall, *, kind: str = "call", bound: float | None = None,
                    bound_paper: float | None = None) -> AuditRecord:
-        """Audit one recorded call; raises :class:`PrivacyViolation` in ``"raise"`` mode if it breaks ``s``
-        or, always, if it breaks a given Proposition 3 bound (that would be a bug)."""
+        """Audit one recorded call; raises :class:`PrivacyViolation` in ``"raise"`` mode if it breaks ``s``.
+
+        ``bound`` is the per-call Proposition 3 bound, which holds for every iterate: exceeding it means
+        the effective weights were not computed as Algorithm 2 says (raised always, worded as such).
+        ``bound_paper`` (the paper's form, ``D = max(B, nu)``) assumes the iterate lies in the convex hull
+        of the points; it is recorded (``AuditRecord.paper_ok``), never raised: a run whose start is
+        outside the hull (one-step RFA's origin) may legitimately exceed it."""
         eff = call.effective_weights.to(torch.float64).cpu()
         i = int(torch.argmax(eff))
         mw = float(eff[i])
         ok = self.s is None or mw <= self.s
-        rec = AuditRecord(len(self.records), eff, mw, i, self.s, ok, bound, bound_paper, kind)
+        paper_ok = bound_paper is None or mw <= bound_paper * (1 + 1e-9) + 1e-15
+        rec = AuditRecord(len(self.records), eff, mw, i, self.s, ok, bound, bound_paper, kind, paper_ok)
         self.records.append(rec)
-        for b in (bound, bound_paper):
-            if b is not None and mw > b * (1 + 1e-9) + 1e-15:
-                raise PrivacyViolation(rec.call_index, i, mw, b, "the Proposition 3 bound")
+        if bound is not None and mw > bound * (1 + 1e-9) + 1e-15:
+            raise PrivacyViolation(rec.call_index, i, mw, bound,
+                                   "its per-call Proposition 3 bound (the weights were not alpha_i / s_i)")
         if not ok and self.mode == "raise":
             raise PrivacyViolation(rec.call_index, i, mw, float(self.s))
         return rec
@@ -161,38 +178,40 @@ class PrivacyAuditor:
         return [self.audit_call(c) for c in oracle.calls[start:]]
 
     def audit_weiszfeld(self, result: Any, weights: torch.Tensor | None = None, *,
-                        points: torch.Tensor | None = None, init_in_hull: bool = True) -> list[AuditRecord]:
+                        points: torch.Tensor | None = None, init_in_hull: bool | None = None) -> list[AuditRecord]:
         """Audit every call of a :class:`rfa.weiszfeld.WeiszfeldResult` with its Proposition 3 bounds.
 
         ``weights`` are the ``alpha`` of the run (default ``1/m``). For each Weiszfeld call ``r`` with
-        distances ``d^(r)`` and survivors ``S``: ``bound`` uses ``D_r = max_{i in S} s_i``,
-        ``nu_bar_r = min_{i in S} s_i``; ``bound_paper`` (if ``points`` are given) uses
+        survivors ``S``: ``bound`` uses ``D_r = max_{i in S} s_i``, ``nu_bar_r = min_{i in S} s_i`` with
+        ``s_i = alpha_i / beta_i`` read from the weights the clients actually sent (so a weight raised to
+        a public floor is accounted as sent); ``bound_paper`` (if ``points`` are given) uses
         ``D = max(B, nu)`` and the run's ``nu_bar`` -- valid when the iterate is in the convex hull of the
-        points (the mean and every later iterate are; an explicit ``init`` such as one-step RFA's 0 in
-        general is not: pass ``init_in_hull=False`` and the first call gets only the per-call bound).
+        points. ``init_in_hull=None`` (default) takes that from the run: the mean start is in the hull, and
+        so is every later iterate; an explicit start (one-step RFA's origin, ``init="zero"``, a tensor) in
+        general is not, so its first call gets only the per-call bound.
         """
         calls = result.oracle_calls
         m = calls[0].n_clients if calls else 0
         alpha = (torch.full((m,), 1.0 / m, dtype=torch.float64) if weights is None
                  else torch.as_tensor(weights, dtype=torch.float64).cpu())
-        B = max_pairwise_distance(points) if points is not None else None
+        B = max_pairwise_distance(_finite(points)) if points is not None else None
+        if init_in_hull is None:
+            init_in_hull = getattr(result, "init", "mean") == "mean"
         nu = result.nu
         out = []
-        dist_idx = 0
         for k, (call, kind) in enumerate(zip(calls, result.kinds)):
-            if kind == "weiszfeld":
+            if kind == "weiszfeld" and call.survivors:
                 surv = torch.tensor(call.survivors, dtype=torch.long)
-                s = result.distances[dist_idx].to(torch.float64).clamp(min=nu)[surv]
                 a = alpha[surv]
+                s = a / call.weights.to(torch.float64)[surv]
                 bound = proposition3_bound(a, float(s.max()), float(s.min()))
                 paper = None
                 in_hull = init_in_hull or k > 0
-                if B is not None and in_hull:
+                if B is not None and in_hull and math.isfinite(result.nu_bar):
                     paper = proposition3_bound(a, max(B, nu), result.nu_bar)
                 out.append(self.audit_call(call, kind=kind, bound=bound, bound_paper=paper))
             else:
                 out.append(self.audit_call(call, kind=kind))
-            dist_idx += 1
         return out
 
     def watch(self, oracle: SecureAverageOracle) -> "AuditedOracle":
@@ -214,12 +233,20 @@ class AuditedOracle(SecureAverageOracle):
     def calls(self) -> list[OracleCall]:  # type: ignore[override]
         return self.inner.calls
 
-    def __call__(self, vectors, weights, *, weight_bound=None, value_bound=None):
-        out = self.inner(vectors, weights, weight_bound=weight_bound, value_bound=value_bound)
-        self.auditor.audit_call(self.inner.calls[-1])
-        return out
+    def average(self, vectors, weights, *, weight_bound=None, value_bound=None, deviations=None):
+        call = self.inner.average(vectors, weights, weight_bound=weight_bound, value_bound=value_bound,
+                                  deviations=deviations)
+        self.auditor.audit_call(call)
+        return call
 
-    def _average(self, x, beta, *, weight_bound, value_bound):  # pragma: no cover - delegated in __call__
+    def weight_floor(self, m, value_bound=None):
+        return self.inner.weight_floor(m, value_bound)
+
+    @property
+    def value_bound(self):  # type: ignore[override]
+        return self.inner.value_bound
+
+    def _average(self, x, beta, **kw):  # pragma: no cover - delegated in average
         raise NotImplementedError
 
     def reset(self) -> None:

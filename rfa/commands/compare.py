@@ -169,20 +169,19 @@ def run(args: argparse.Namespace) -> int:
 
         # validate every configuration (names, ranges, aggregator parameters, device) before any run starts
         resolve_device(sweep.base.device)
-        seen: set[str] = set()
+        calls_of: dict[str, int] = {}  # secure calls per aggregation, as each aggregator declares it
         for c in configs:
             c.replace(oracle="ideal" if args.oracle == "auto" else args.oracle).validate()
             key = json.dumps([c.aggregator, c.aggregator_params], sort_keys=True, default=str)
-            if key not in seen:
-                seen.add(key)
-                make_aggregator(c.aggregator, **c.aggregator_params)
+            if key not in calls_of:
+                calls_of[key] = make_aggregator(c.aggregator, **c.aggregator_params).calls_per_aggregation or 0
         data = build_data(sweep.base)
         if sweep.base.clients_per_round > data.num_clients:
             raise ex.InvalidInput(f"--clients-per-round {sweep.base.clients_per_round} exceeds the {data.num_clients} "
                                   f"clients of {sweep.base.dataset!r}")
         dim = make_model(sweep.base.model, data.input_shape, data.num_classes, **sweep.base.model_params).dim
-        secure_aggs = {"fedavg": 1, "rfa": 3, "one-step-rfa": 1, "rlr": 1, "norm-clipping": 1}
-        n_calls = sum(secure_aggs.get(c.aggregator, 0) * c.rounds for c in configs)
+        n_calls = sum(calls_of[json.dumps([c.aggregator, c.aggregator_params], sort_keys=True, default=str)] * c.rounds
+                      for c in configs)
         oracle, why = choose_oracle(args.oracle, n_calls, sweep.base.clients_per_round, dim, budget_s=60.0 * max(1, jobs))
         if args.oracle == "modular":
             why = "modular (discretized modular sum, bit-identical to the faithful secagg protocol; deterministic)"

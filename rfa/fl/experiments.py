@@ -54,7 +54,8 @@ DEFAULT_AGGREGATORS = ("fedavg", "rfa", "one-step-rfa", "rlr", "norm-clipping", 
 DEFAULT_CORRUPTIONS = ("none", "data-poisoning", "omniscient", "gaussian")
 DEFAULT_RHOS = (0.0, 0.1, 0.25)
 RLR_THETA = 4.0
-CLIP_BOUND = 0.5
+"""RLR's learning threshold in a study (``rfa.aggregators.RLR.sweep_params``)."""
+from rfa.aggregators import CLIP_BOUND  # noqa: E402  (the clipping rules' public bound in a study)
 
 CSV_COLUMNS = (
     "aggregator", "corruption", "rho", "seed", "accuracy", "secure_calls_per_round", "bytes_per_client_per_round",
@@ -82,25 +83,17 @@ def full_config(**overrides: Any) -> FLConfig:
 
 
 def aggregator_params_for(name: str, rho: float, m: int, user: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Sweep parameters of an aggregator (``rfa.aggregators.make`` keywords): RFA with a budget of
-    R = 3 oracle calls and nu = 1e-6 (seed 002 V-A); trimmed mean told ``rho``; multi-Krum told
-    ``f = ceil(rho m)``, the expected number of corrupted clients among the ``m`` sampled (capped at
-    ``(m - 3) // 2`` so that Krum's ``m > 2 f + 2`` holds); RLR with
-    threshold theta = 4 (seed 004's choice); norm clipping at :data:`CLIP_BOUND`. ``user`` overrides."""
-    out: dict[str, Any] = {}
-    if name == "rfa":
-        out.update(budget=3, nu=1e-6)
-    elif name == "one-step-rfa":
-        out.update(nu=1e-6)
-    elif name == "trimmed-mean":
-        out.update(rho=float(rho))
-    elif name in ("krum", "multi-krum"):
-        # Krum needs m > 2 f + 2: with few clients per round f is capped there (and said in the docs)
-        out.update(f=max(0, min(int(math.ceil(rho * m - 1e-9)), (m - 3) // 2)))
-    elif name == "rlr":
-        out.update(theta=RLR_THETA)
-    elif name == "norm-clipping":
-        out.update(bound=CLIP_BOUND)
+    """Sweep parameters of an aggregator (``rfa.aggregators.make`` keywords): what the aggregator's own
+    ``sweep_params(rho, m)`` says (e.g. trimmed mean told ``rho``; Krum, multi-Krum and Bulyan told
+    ``f = ceil(rho m)``, the expected number of corrupted clients among the ``m`` sampled, capped so that
+    their conditions on ``m`` hold; RLR's theta = 4; the clipping rules' public bound), then ``user``
+    overrides. An unknown aggregator name is an :class:`InvalidInput`."""
+    from rfa.aggregators import NAMES, REGISTRY
+
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise InvalidInput(f"unknown aggregator {name!r}; choose one of {', '.join(NAMES)}")
+    out: dict[str, Any] = dict(cls.sweep_params(float(rho), int(m)))
     out.update(user or {})
     return out
 

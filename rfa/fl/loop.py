@@ -1,22 +1,33 @@
-"""The federated loop: seed 002 Algorithm 1 (RFA and any other aggregator) and Algorithm 4.
+"""The federated loop: Algorithm 1 of Pillutla, Kakade, Harchaoui (RFA and any other aggregator) and
+Algorithm 4 (personalization).
 
-One round reads like the algorithm::
+One round reads like the algorithm, one call per step (:class:`Round`)::
 
-    S_t   = sample m of n clients without replacement                       (line 2)
-    w_i   = local SGD from w^(t) on each i in S_t  (executor seam)          (lines 3-8)
-    D_i   = w_i - w^(t)                       updates, not models (footnote 4)
-    D_i   = corruption(D_i) for corrupted i in S_t                          (eq. 4)
-    v     = aggregator(D, alpha_S, oracle)    any aggregator, any oracle    (line 9)
-    w^(t+1) = w^(t) + server_lr * v
+    S_t   = sample m of n clients without replacement             sample()        (line 2)
+    w_i   = local SGD from w^(t) on each i in S_t                 local_train()   (lines 3-8)
+    D_i   = w_i - w^(t)       updates, not models (footnote 4)
+    D_i   = corruption(D_i) for corrupted i in S_t                corrupt()       (eq. 4)
+    v     = aggregator(D, alpha_S, oracle)                        aggregate()     (line 9)
+    w^(t+1) = w^(t) + server_lr * v                               server_step()
+    bytes per client of the secure calls                          price_bytes()
+    accuracy / loss every eval_every rounds                       evaluate_round()
 
 with ``alpha_i = N_i / N``. Everything random derives from ``config.seed``: the same config gives
 the same numbers (on the same device and torch version).
 
-Each round records what the privacy/robustness study needs: the secure-average calls the
-aggregator made, the bytes per participating client (measured by the oracle, or, for the ideal
-oracle, the analytical cost of the secure protocol for the same call shapes), and the largest
-effective weight any client had in any revealed average (s of Definition 1 (iv); 1.0 for
-plaintext-only aggregators, whose server sees every update in the clear).
+Never dies because of one client: a client whose update has NaN/Inf refuses (the aggregator's clients
+leave it out), a finite update of any size is clipped by its own client to the public bound of the
+secure oracle (``oracle_params["value_bound"]``, default :data:`DEFAULT_VALUE_BOUND`, fixed before the
+run), and a call that still cannot complete (:class:`~secagg.errors.ProtocolAborted`: too few
+survivors) makes the round *skipped* (``skipped``, ``skip_reason`` in its record) and training goes on.
+
+Each round records what the privacy/robustness study needs, each metric one function of
+:data:`ROUND_METRICS` (``metric(round_state) -> dict``): the secure-average calls made, the bytes per
+participating client (measured by the oracle, or, for the ideal oracle, the analytical cost of the
+secure protocol for the same call shapes), the largest effective weight any client had in any revealed
+average (``s`` of Definition 1 (iv), read from the aggregator's ``revealed`` record; 1.0 for
+plaintext-only aggregators, whose server sees every update in the clear) and, for revealed sign votes,
+the share of coordinates where every client's sign is exposed.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from secagg.errors import InvalidInput
+from secagg.errors import InvalidInput, ProtocolAborted
 
 from .attacks import make_corruption, select_corrupted
 from .config import ConfigError, FLConfig
@@ -40,7 +51,14 @@ from .models import FlatModel, make_model
 from .partition import partition
 from .personalized import personalized_local_round
 
-__all__ = ["RunResult", "run", "build_data", "make_oracle", "make_aggregator", "resolve_device", "secure_bytes_per_client", "evaluate"]
+__all__ = ["RunResult", "run", "build_data", "make_oracle", "make_aggregator", "resolve_device", "secure_bytes_per_client",
+           "evaluate", "Round", "ROUND_METRICS", "DEFAULT_VALUE_BOUND"]
+
+DEFAULT_VALUE_BOUND = 10.0
+"""The public per-coordinate bound ``c`` of the secure oracles in a run (``oracle_params["value_bound"]``
+overrides it): each client clips its vector to ``[-c, c]`` before encoding, and the discretization grid is
+fixed by it and by the configuration, never by a call's data. Model updates of the shipped tasks stay far
+below it (their largest coordinate is ~1e-1); an aggregator with its own public clip passes that instead."""
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -90,6 +108,7 @@ def make_oracle(name: str, seed: int, **params: Any):
         return _o.IdealOracle()
     params = dict(params)
     params.setdefault("seed", seed)
+    params.setdefault("value_bound", DEFAULT_VALUE_BOUND)
     if name == "modular":
         return _o.ModularOracle(**params)
     if name == "secagg":
@@ -188,15 +207,179 @@ def _head(model: FlatModel) -> tuple[int, int, int] | None:
     return off, int(ws[0]), int(ws[1])
 
 
+ROUND_METRICS: list[Callable[["Round"], dict[str, Any]]] = []
+"""Per-round metrics: each ``metric(round) -> dict`` adds its keys to the round's record (after the server
+step). A new metric is one function appended here (or passed to :func:`run` as ``metrics=``)."""
+
+
+def _metric(fn: Callable[["Round"], dict[str, Any]]) -> Callable[["Round"], dict[str, Any]]:
+    ROUND_METRICS.append(fn)
+    return fn
+
+
+@dataclass
+class Round:
+    """The state of one round of Algorithm 1 as its steps fill it in."""
+
+    t: int
+    lr: float
+    clients: np.ndarray | None = None
+    updates: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    out: Any = None
+    skip_reason: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    run: Any = field(default=None, repr=False)
+
+
+class _Trainer:
+    """One run's state and the steps of Algorithm 1, one method each."""
+
+    def __init__(self, cfg: FLConfig, data: FederatedData, executor: Executor, oracle, aggregator,
+                 device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        n = data.num_clients
+        self.n, self.m = n, cfg.clients_per_round
+        self.rng = np.random.default_rng([cfg.seed, 1])
+        self.sizes = data.sizes()
+        if (self.sizes <= 0).any():
+            raise InvalidInput("every client needs at least one training sample")
+        self.corruption = make_corruption(cfg.corruption, **cfg.corruption_params)
+        self.corrupted, self.realised_rho = select_corrupted(
+            self.sizes, cfg.rho if self.corruption.kind != "none" else 0.0, np.random.default_rng([cfg.seed, 2]))
+        self.data = self.corruption.poison_data(data, self.corrupted, np.random.default_rng([cfg.seed, 3])).to(device)
+        self.model = make_model(cfg.model, self.data.input_shape, self.data.num_classes, **cfg.model_params).to(device)
+        self.dtype = torch.float32
+        self.w = self.model.init_vector(cfg.seed).to(device=device, dtype=self.dtype)
+        self.u = torch.zeros(n, self.model.dim, device=device, dtype=self.dtype) if cfg.personalized else None
+        self.aggregator = aggregator if aggregator is not None else make_aggregator(cfg.aggregator, **cfg.aggregator_params)
+        self.oracle = oracle if oracle is not None else make_oracle(cfg.oracle, cfg.seed, **cfg.oracle_params)
+        self.executor = executor
+        self.oracle_name = str(getattr(self.oracle, "name", cfg.oracle))
+        self.secure = bool(self.aggregator.secure_compatible)
+        self.head = _head(self.model)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
+        self.corrupted_t = torch.as_tensor(self.corrupted)
+        self.alpha_all = self.sizes / self.sizes.sum()
+
+    # ---- the steps of Algorithm 1 -------------------------------------------------------------
+    def sample(self, r: Round) -> None:
+        """Line 2: ``m`` of ``n`` clients without replacement (sorted)."""
+        r.clients = np.sort(self.rng.choice(self.n, size=self.m, replace=False))
+
+    def local_train(self, r: Round) -> None:
+        """Lines 3-8: local SGD from ``w^(t)`` on each sampled client; ``r.updates = w_i - w^(t)``."""
+        cfg, clients = self.cfg, r.clients
+        if cfg.local_steps is not None:
+            steps = np.full(self.m, cfg.local_steps, dtype=np.int64)
+        else:
+            steps = np.maximum(1, np.ceil(cfg.local_epochs * self.sizes[clients] / cfg.batch_size)).astype(np.int64)
+        round_seed = int(np.random.default_rng([cfg.seed, 4, r.t]).integers(0, 2**62))
+        epochs = cfg.local_steps is None  # local epochs: passes over the client's data without replacement
+        if self.u is None:
+            start = self.w.unsqueeze(0).expand(self.m, -1).contiguous()
+            local = self.executor.run(LocalTask(self.model, self.data, clients, start, steps, cfg.batch_size, r.lr,
+                                                round_seed, epochs=epochs))
+        else:
+            local, u_new = personalized_local_round(self.executor, self.model, self.data, clients, self.w, self.u, steps,
+                                                    cfg.batch_size, r.lr, round_seed, epochs=epochs)
+            self.u[torch.as_tensor(clients, device=self.device)] = u_new
+        r.updates = local - self.w.unsqueeze(0)
+        r.weights = torch.as_tensor(self.alpha_all[clients], dtype=torch.float64)
+
+    def corrupt(self, r: Round) -> None:
+        """Eq. 4: the corrupted clients among ``S_t`` replace their updates."""
+        r.mask = self.corrupted_t[torch.as_tensor(r.clients)]
+        r.updates = self.corruption.corrupt_updates(r.updates, r.weights, r.mask.to(self.device), w=self.w,
+                                                    generator=self.gen, server_lr=self.cfg.server_lr, head=self.head)
+
+    def aggregate(self, r: Round) -> None:
+        """Line 9: the aggregator through the oracle. A call that cannot complete skips the round."""
+        try:
+            r.out = self.aggregator(r.updates, r.weights, self.oracle)
+        except ProtocolAborted as exc:
+            r.out, r.skip_reason = None, f"{type(exc).__name__}: {exc}"
+
+    def server_step(self, r: Round) -> None:
+        """``w^(t+1) = w^(t) + server_lr * v`` (skipped, with its reason, if ``v`` is not finite)."""
+        if r.out is None:
+            return
+        vec = r.out.vector.to(device=self.device, dtype=self.dtype)
+        if bool(torch.isfinite(vec).all()):
+            self.w = self.w + self.cfg.server_lr * vec
+            r.record["update_norm"] = float(vec.norm())
+        else:
+            r.skip_reason = "the aggregate is not finite"
+
+    def price_bytes(self, r: Round) -> float:
+        """Bytes per participating client of the round's secure calls (a call over ``k`` of the ``m``
+        clients counts ``k / m`` of its per-client bytes); plaintext: the float32 update in the clear."""
+        if not self.secure:
+            return float(4 * self.model.dim)
+        calls = r.out.calls if r.out is not None else []
+        if self.oracle_name == "ideal":
+            return sum(secure_bytes_per_client(c.n_clients, c.dim) * c.n_clients for c in calls) / self.m
+        return sum(float(c.bytes_per_client) * c.n_clients for c in calls) / self.m
+
+    def evaluate_round(self, r: Round) -> None:
+        if (r.t + 1) % self.cfg.eval_every == 0 or r.t + 1 == self.cfg.rounds:
+            ev = evaluate(self.model, self.w, self.data.test_x, self.data.test_y)
+            r.record["accuracy"], r.record["test_loss"] = ev["accuracy"], ev["loss"]
+
+    def round(self, t: int, lr: float, metrics: list[Callable[[Round], dict[str, Any]]]) -> dict[str, Any]:
+        r = Round(t=t, lr=lr, run=self)
+        self.sample(r)
+        self.local_train(r)
+        self.corrupt(r)
+        r.record.update({"round": t + 1, "lr": lr, "clients": r.clients.tolist(),
+                         "corrupted_selected": int(r.mask.sum())})
+        self.aggregate(r)
+        self.server_step(r)
+        for metric in metrics:
+            r.record.update(metric(r))
+        if r.skip_reason is not None:
+            r.record["skipped"] = True
+            r.record["skip_reason"] = r.skip_reason
+        self.evaluate_round(r)
+        return r.record
+
+
+@_metric
+def _calls_metric(r: Round) -> dict[str, Any]:
+    return {"oracle_calls": int(r.out.oracle_calls) if r.out is not None else 0,
+            "dropped_nonfinite": len(r.out.info.get("refused", [])) if r.out is not None
+            else int((~torch.isfinite(r.updates).all(dim=1)).sum())}
+
+
+@_metric
+def _bytes_metric(r: Round) -> dict[str, Any]:
+    return {"bytes_per_client": r.run.price_bytes(r)}
+
+
+@_metric
+def _privacy_metric(r: Round) -> dict[str, Any]:
+    from rfa.aggregators import max_effective_weight, vote_exposure
+
+    if r.out is None:
+        return {"max_effective_weight": 0.0 if r.run.secure else 1.0}
+    rec: dict[str, Any] = {"max_effective_weight": max_effective_weight(r.out)}
+    votes = vote_exposure(r.out)
+    if votes is not None:
+        rec["vote_exposure"] = votes
+    return rec
+
+
 def run(
     cfg: FLConfig, *, data: FederatedData | None = None, executor: Executor | None = None, oracle=None,
     aggregator=None, progress: Callable[[int, dict], None] | None = None,
+    metrics: list[Callable[[Round], dict[str, Any]]] | None = None,
 ) -> RunResult:
     """Run one configuration and return its :class:`RunResult`.
 
     ``data`` / ``executor`` / ``oracle`` / ``aggregator`` override what ``cfg`` would build (tests
     use this to share data or to pass custom objects); ``progress(round, record)`` is called after
-    every round.
+    every round; ``metrics`` extends :data:`ROUND_METRICS` for this run.
     """
     cfg.validate()
     t0 = time.perf_counter()
@@ -207,107 +390,35 @@ def run(
     if cfg.clients_per_round > n:
         raise ConfigError(f"clients_per_round m={cfg.clients_per_round} exceeds the {n} clients of {data.name!r} "
                           "(Algorithm 1 samples m of n without replacement)")
-    m = cfg.clients_per_round
-    rng = np.random.default_rng([cfg.seed, 1])
-    sizes = data.sizes()
-    if (sizes <= 0).any():
-        raise InvalidInput("every client needs at least one training sample")
-
-    corruption = make_corruption(cfg.corruption, **cfg.corruption_params)
-    corrupted, realised_rho = select_corrupted(sizes, cfg.rho if corruption.kind != "none" else 0.0, np.random.default_rng([cfg.seed, 2]))
-    data = corruption.poison_data(data, corrupted, np.random.default_rng([cfg.seed, 3])).to(device)
-    clean_test = (data.test_x, data.test_y)
-
-    model = make_model(cfg.model, data.input_shape, data.num_classes, **cfg.model_params).to(device)
-    dtype = torch.float32
-    w = model.init_vector(cfg.seed).to(device=device, dtype=dtype)
-    u = torch.zeros(n, model.dim, device=device, dtype=dtype) if cfg.personalized else None
-    if aggregator is None:
-        aggregator = make_aggregator(cfg.aggregator, **cfg.aggregator_params)
-    if oracle is None:
-        oracle = make_oracle(cfg.oracle, cfg.seed, **cfg.oracle_params)
-    executor = executor or make_executor(cfg.executor)
-    oracle_name = str(getattr(oracle, "name", cfg.oracle))
-    secure = bool(getattr(aggregator, "secure_compatible", True))
-    head = _head(model)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
-    corrupted_t = torch.as_tensor(corrupted)
-    alpha_all = sizes / sizes.sum()
-
+    tr = _Trainer(cfg, data, executor or make_executor(cfg.executor), oracle, aggregator, device)
+    all_metrics = list(ROUND_METRICS) + list(metrics or [])
     history: list[dict[str, Any]] = []
     cum_calls = 0
     lr = cfg.lr
     max_eff_seen = 0.0
-    epochs = cfg.local_steps is None  # local epochs: passes over the client's data without replacement
+    votes_seen: float | None = None
     for t in range(cfg.rounds):
         if cfg.lr_decay_every and t > 0 and t % cfg.lr_decay_every == 0:
             lr *= cfg.lr_decay
-        clients = np.sort(rng.choice(n, size=m, replace=False))
-        if cfg.local_steps is not None:
-            steps = np.full(m, cfg.local_steps, dtype=np.int64)
-        else:
-            steps = np.maximum(1, np.ceil(cfg.local_epochs * sizes[clients] / cfg.batch_size)).astype(np.int64)
-        round_seed = int(np.random.default_rng([cfg.seed, 4, t]).integers(0, 2**62))
-        if u is None:
-            start = w.unsqueeze(0).expand(m, -1).contiguous()
-            local = executor.run(LocalTask(model, data, clients, start, steps, cfg.batch_size, lr, round_seed, epochs=epochs))
-        else:
-            local, u_new = personalized_local_round(executor, model, data, clients, w, u, steps, cfg.batch_size, lr, round_seed,
-                                                    epochs=epochs)
-            u[torch.as_tensor(clients, device=device)] = u_new
-        updates = local - w.unsqueeze(0)
-        weights = torch.as_tensor(alpha_all[clients], dtype=torch.float64)
-        mask = corrupted_t[torch.as_tensor(clients)]
-        updates = corruption.corrupt_updates(updates, weights, mask.to(device), w=w, generator=gen,
-                                             server_lr=cfg.server_lr, head=head)
-        finite = torch.isfinite(updates).all(dim=1).cpu()
-        n_calls_before = len(oracle.calls)
-        rec: dict[str, Any] = {"round": t + 1, "lr": lr, "clients": clients.tolist(), "corrupted_selected": int(mask.sum()),
-                               "dropped_nonfinite": int((~finite).sum())}
-        if bool(finite.any()):
-            keep = finite.nonzero().flatten()
-            out = aggregator(updates[keep.to(device)], weights[keep], oracle)
-            vec = out.vector.to(device=device, dtype=dtype)
-            calls = oracle.calls[n_calls_before:]
-            rec["oracle_calls"] = int(out.oracle_calls)
-            if bool(torch.isfinite(vec).all()):
-                w = w + cfg.server_lr * vec
-                rec["update_norm"] = float(vec.norm())
-            else:
-                rec["skipped"] = True
-        else:
-            calls = []
-            rec["oracle_calls"] = 0
-            rec["skipped"] = True
-        if secure:
-            if oracle_name == "ideal":
-                bpc = sum(secure_bytes_per_client(c.n_clients, c.dim) for c in calls)
-            else:
-                bpc = sum(float(c.bytes_per_client) for c in calls)
-            eff = max((c.max_effective_weight for c in calls), default=0.0)
-        else:
-            bpc = float(4 * model.dim)  # each client uploads its float32 update in the clear
-            eff = 1.0  # the server sees every update individually
-        rec["bytes_per_client"] = bpc
-        rec["max_effective_weight"] = eff
-        max_eff_seen = max(max_eff_seen, eff)
+        rec = tr.round(t, lr, all_metrics)
+        max_eff_seen = max(max_eff_seen, rec["max_effective_weight"])
+        if "vote_exposure" in rec:
+            votes_seen = max(votes_seen or 0.0, rec["vote_exposure"])
         cum_calls += rec["oracle_calls"]
         rec["cumulative_oracle_calls"] = cum_calls
-        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.rounds:
-            ev = evaluate(model, w, *clean_test)
-            rec["accuracy"], rec["test_loss"] = ev["accuracy"], ev["loss"]
         history.append(rec)
         if progress is not None:
             progress(t + 1, rec)
 
-    final = evaluate(model, w, *clean_test)
+    model, w, u, data = tr.model, tr.w, tr.u, tr.data
+    final = evaluate(model, w, data.test_x, data.test_y)
     result_final: dict[str, Any] = {"accuracy": final["accuracy"], "test_loss": final["loss"]}
     if data.local_offsets is not None:
-        result_final.update(_local_eval(model, data, w, u, ~corrupted))
+        result_final.update(_local_eval(model, data, w, u, ~tr.corrupted))
         if u is not None:
-            g = _local_eval(model, data, w, None, ~corrupted)
+            g = _local_eval(model, data, w, None, ~tr.corrupted)
             result_final["local_accuracy_shared_only"] = g["local_accuracy"]
-    bd = corruption.backdoor_accuracy(lambda x: _predict(model, w, x.to(w.dtype)), data)
+    bd = tr.corruption.backdoor_accuracy(lambda x: _predict(model, w, x.to(w.dtype)), data)
     if bd is not None:
         result_final["backdoor_accuracy"] = bd
     rounds_done = len(history)
@@ -315,15 +426,17 @@ def run(
         "secure_calls_per_round": sum(h["oracle_calls"] for h in history) / rounds_done,
         "bytes_per_client_per_round": sum(h["bytes_per_client"] for h in history) / rounds_done,
         "max_effective_weight": max_eff_seen,
-        "secure_compatible": secure,
-        "realised_rho": realised_rho,
+        "secure_compatible": tr.secure,
+        "realised_rho": tr.realised_rho,
+        "skipped_rounds": sum(1 for h in history if h.get("skipped")),
         "wall_time_s": time.perf_counter() - t0,
     })
+    if votes_seen is not None:
+        result_final["vote_exposure"] = votes_seen
+    agg = tr.aggregator
     info = {
         "data": data.describe(), "model_dim": model.dim, "device": str(device),
-        "corrupted_clients": np.flatnonzero(corrupted).tolist(), "oracle": oracle_name,
-        "aggregator": getattr(aggregator, "name", cfg.aggregator),
-        "calls_per_aggregation": getattr(aggregator, "calls_per_aggregation", None),
-        "reveals": getattr(aggregator, "reveals", None),
+        "corrupted_clients": np.flatnonzero(tr.corrupted).tolist(), "oracle": tr.oracle_name,
+        "aggregator": agg.name, "calls_per_aggregation": agg.calls_per_aggregation, "reveals": agg.reveals,
     }
     return RunResult(config=cfg.to_dict(), history=history, final=result_final, info=info, w=w, u=u)
