@@ -773,6 +773,13 @@ def krum_scores(u: torch.Tensor, f: int) -> torch.Tensor:
     return nearest.sum(dim=1)
 
 
+def _f_left(f: int, m: int, refused: list[int], k: int) -> int:
+    """The known corruption count once ``refused`` clients dropped out: unchanged when none did; else at
+    most what the ``m`` finite updates left allow (``m >= k f + 3``), so a run never stops because the
+    clients that sent NaN/Inf are gone (they were the likeliest corrupted ones)."""
+    return f if not refused else max(0, min(f, (m - 3) // k))
+
+
 def _krum_f(rho: float, m: int) -> int:
     # Krum needs m > 2 f + 2: with few clients per round f is capped there (and said in the docs)
     return max(0, min(int(math.ceil(rho * m - 1e-9)), (m - 3) // 2))
@@ -793,7 +800,7 @@ class Krum(_Plaintext):
 
     def __call__(self, updates, weights=None, oracle=None):
         u, _, refused = _plaintext_inputs(updates, weights)
-        scores = krum_scores(u, self.f)
+        scores = krum_scores(u, _f_left(self.f, u.shape[0], refused, 2))
         i = int(torch.argmin(scores))
         return self._out(u[i].clone(), {"selected": [i], "scores": scores}, u.shape[0], refused)
 
@@ -815,10 +822,11 @@ class MultiKrum(_Plaintext):
     def __call__(self, updates, weights=None, oracle=None):
         u, a, refused = _plaintext_inputs(updates, weights)
         m = u.shape[0]
-        q = m - self.f if self.q is None else self.q
+        f = _f_left(self.f, m, refused, 2)
+        q = m - f if self.q is None else min(self.q, m) if refused else self.q
         if not 1 <= q <= m:
             raise InvalidInput(f"multi-krum must select between 1 and m={m} updates, got {q}")
-        scores = krum_scores(u, self.f)
+        scores = krum_scores(u, f)
         sel = torch.sort(torch.argsort(scores, stable=True)[:q]).values
         a_sel = torch.zeros_like(a)
         a_sel[sel] = a[sel]  # zero weight for the others: no copy of the selected rows
@@ -845,7 +853,7 @@ class Bulyan(_Plaintext):
     def __call__(self, updates, weights=None, oracle=None):
         u, _, refused = _plaintext_inputs(updates, weights)
         m, d = u.shape
-        f = self.f
+        f = _f_left(self.f, m, refused, 4)
         if m < 4 * f + 3:
             raise InvalidInput(f"Bulyan needs m >= 4f + 3, got m={m}, f={f}")
         theta = m - 2 * f

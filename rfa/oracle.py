@@ -322,6 +322,7 @@ class OracleCall:
             public bound) or ``"data"`` (the largest ``|w_ij|`` of the call: attacker-steerable, a
             simulation convenience that training never uses).
         weight_bound: the public bound ``W`` on every weight (``None`` for the ideal oracle).
+        modulus: the ring ``Z_M`` of the call (``None`` for the ideal oracle).
         backend: ``"ideal"``, ``"protocol"`` or ``"modular"``. seed: the per-call seed (``None`` for ideal).
         dropouts: the dropout schedule used ``{client: round}``.
 
@@ -355,6 +356,7 @@ class OracleCall:
     weight_bound: float | None = field(default=None, metadata=_SERVER)
     floored: int = field(default=0, metadata=_AUDITOR)
     deviations: dict[int, "Deviation"] = field(default_factory=dict, metadata=_AUDITOR)
+    modulus: int | None = field(default=None, metadata=_SERVER)
 
     @property
     def max_effective_weight(self) -> float:
@@ -825,7 +827,7 @@ class SecAggOracle(SecureAverageOracle):
                           backend=self.backend, seed=cseed, dropouts=schedule, clipped=int(res.clipped),
                           output=torch.from_numpy(out), refused=refused, rounding_bound=rbound,
                           value_bound=float(res.clip), value_bound_source=source, weight_bound=wb,
-                          floored=floored, deviations=dict(deviations))
+                          floored=floored, deviations=dict(deviations), modulus=int(res.modulus))
 
     def _deviating_average(self, xs: np.ndarray, b: np.ndarray, cseed: bytes, c: float | None, wb: float,
                            schedule: dict[int, str], special: dict[int, Deviation]) -> Any:
