@@ -123,6 +123,9 @@ def _cfg(**kw) -> FLConfig:
     return FLConfig(**base)
 
 
+_CLEAN: dict[str, float] = {}
+
+
 @pytest.mark.parametrize("oracle", ["ideal", "modular", "secagg"])
 @pytest.mark.parametrize("scale", [1e8, math.inf, math.nan])
 def test_issue_repro_random_attack_scale_never_kills_the_run(digits8, oracle, scale):
@@ -130,21 +133,23 @@ def test_issue_repro_random_attack_scale_never_kills_the_run(digits8, oracle, sc
     --oracle modular`` stopped with "survivors' total weight ... below the quantization resolution". Now
     every oracle completes every round (none skipped), the model stays finite, and the default rfa keeps
     the accuracy of the clean run within 0.1 (2 rounds, digits: an unbounded attacker would zero it)."""
-    clean = run(_cfg(aggregator="rfa", oracle=oracle), data=digits8)
+    if oracle not in _CLEAN:
+        _CLEAN[oracle] = run(_cfg(aggregator="rfa", oracle=oracle), data=digits8).final["accuracy"]
     res = run(_cfg(aggregator="rfa", corruption="random", corruption_params={"scale": scale}, rho=0.1,
                    oracle=oracle), data=digits8)
     assert len(res.history) == 2 and res.final["skipped_rounds"] == 0
     assert bool(torch.isfinite(res.w).all())
-    assert res.final["accuracy"] >= clean.final["accuracy"] - 0.1
+    assert res.final["accuracy"] >= _CLEAN[oracle] - 0.1
     if not math.isfinite(scale):
         assert all(h["dropped_nonfinite"] >= 1 for h in res.history if h["corrupted_selected"])
 
 
 @pytest.mark.parametrize("agg", A.NAMES)
 def test_no_aggregator_dies_under_huge_or_non_finite_updates(digits8, agg):
-    """Every aggregator, modular oracle, random attack of scale 1e8 / Inf / NaN: the run completes."""
+    """Every aggregator, modular oracle, random attack of scale 1e8 / Inf (NaN takes Inf's refusal path,
+    covered above): the run completes."""
     params = {"bulyan": {"f": 0}, "krum": {"f": 1}, "multi-krum": {"f": 1}}.get(agg, {})
-    for scale in (1e8, math.inf, math.nan):
+    for scale in (1e8, math.inf):
         res = run(_cfg(aggregator=agg, aggregator_params=params, corruption="random",
                        corruption_params={"scale": scale}, rho=0.25, oracle="modular", rounds=1), data=digits8)
         assert len(res.history) == 1 and bool(torch.isfinite(res.w).all())
