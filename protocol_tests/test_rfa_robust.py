@@ -382,3 +382,19 @@ def test_deviation_seam_max_weight_unclipped_and_ring_element(cls):
     with pytest.raises(InvalidInput):
         rfa.IdealOracle().average(x, b, deviations={0: rfa.Deviation(ring_element=np.zeros(6, dtype=np.uint64))})
     assert honest.error_bound < 1e-9
+
+
+def test_deviating_clients_in_training_claim_the_largest_weight(digits8):
+    """The loop's deviation seam: the round's corrupted clients claim the public weight bound in every
+    call over all m clients (here fedavg's single call); the run completes and the record shows the
+    claimed weight (the auditor's view) and s measured on it."""
+    oracle = make_oracle("modular", 3)
+    res = run(_cfg(aggregator="fedavg", corruption="gaussian", rho=0.25, oracle="modular", rounds=2), data=digits8,
+              oracle=oracle, deviation=rfa.Deviation(claim_max_weight=True))
+    assert len(res.history) == 2 and bool(torch.isfinite(res.w).all())
+    dev_calls = [c for c in oracle.calls if c.deviations]
+    assert dev_calls and all(float(c.weights[k]) == c.weight_bound for c in dev_calls for k in c.deviations)
+    audit = rfa.PrivacyAuditor()
+    out = A.make("rlr")(torch.randn(5, 3, dtype=torch.float64), torch.tensor([1.0, 1, 1, 1, 6]),
+                        rfa.IdealOracle())
+    assert audit.audit_output(out)[0].max_weight == pytest.approx(0.6)

@@ -56,6 +56,7 @@ __all__ = [
     "IdealOracle",
     "SecAggOracle",
     "ModularOracle",
+    "DeviatingOracle",
     "check_points",
     "check_weights",
     "row_distances",
@@ -886,3 +887,39 @@ class ModularOracle(SecAggOracle):
 
     name = "modular"
     backend = "modular"
+
+
+class DeviatingOracle(SecureAverageOracle):
+    """An oracle view in which fixed clients deviate from the protocol on every call (the second threat
+    model, :class:`Deviation`): ``clients`` are row indices of the full client set of size ``m``; calls
+    over all ``m`` rows get ``deviations={i: deviation for i in clients}``. A call over a subset of the
+    rows (e.g. one bucket of :class:`rfa.aggregators.Bucketing`) cannot be mapped back to client ids and
+    is passed through unchanged. ``calls`` is the inner oracle's list."""
+
+    def __init__(self, inner: SecureAverageOracle, clients: Any, deviation: Deviation, m: int) -> None:
+        if not isinstance(deviation, Deviation):
+            raise InvalidInput(f"deviation must be a Deviation, got {type(deviation).__name__}")
+        self.inner, self.deviation, self.m = inner, deviation, int(m)
+        self.clients = tuple(int(i) for i in clients)
+        self.name = inner.name
+
+    @property
+    def calls(self):  # type: ignore[override]
+        return self.inner.calls
+
+    @property
+    def value_bound(self):  # type: ignore[override]
+        return self.inner.value_bound
+
+    def average(self, vectors, weights, *, weight_bound=None, value_bound=None, deviations=None):
+        devs = dict(deviations or {})
+        if int(vectors.shape[0]) == self.m:
+            devs.update({i: self.deviation for i in self.clients})
+        return self.inner.average(vectors, weights, weight_bound=weight_bound, value_bound=value_bound,
+                                  deviations=devs or None)
+
+    def weight_floor(self, m, value_bound=None):
+        return self.inner.weight_floor(m, value_bound)
+
+    def _average(self, x, beta, **kw):  # pragma: no cover - delegated in average
+        raise NotImplementedError

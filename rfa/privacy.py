@@ -173,6 +173,27 @@ class PrivacyAuditor:
             raise PrivacyViolation(rec.call_index, i, mw, float(self.s))
         return rec
 
+    def audit_output(self, out: Any) -> list[AuditRecord]:
+        """Audit what one aggregation revealed (:attr:`rfa.aggregators.AggregateOutput.revealed`): every
+        revealed weighted average with the effective weights the server can read off it (e.g. RLR's
+        ``n_k / N``, not its oracle call's uniform ``1 / m``), and every plaintext reveal as weight 1;
+        vote counts have their own metric (:func:`rfa.aggregators.vote_exposure`) and are not audited here.
+        The same record the training loop reports ``max_effective_weight`` from."""
+        recs = []
+        for r in out.revealed:
+            if r.effective_weights is None:
+                continue
+            eff = r.effective_weights.to(torch.float64).cpu()
+            i = int(torch.argmax(eff))
+            mw = float(eff[i])
+            ok = self.s is None or mw <= self.s
+            rec = AuditRecord(len(self.records), eff, mw, i, self.s, ok, None, None, r.kind)
+            self.records.append(rec)
+            recs.append(rec)
+            if not ok and self.mode == "raise":
+                raise PrivacyViolation(rec.call_index, i, mw, float(self.s))
+        return recs
+
     def audit_oracle(self, oracle: SecureAverageOracle, start: int = 0) -> list[AuditRecord]:
         """Audit ``oracle.calls[start:]`` (generic: effective weights against ``s``)."""
         return [self.audit_call(c) for c in oracle.calls[start:]]

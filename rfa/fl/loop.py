@@ -237,8 +237,8 @@ class _Trainer:
     """One run's state and the steps of Algorithm 1, one method each."""
 
     def __init__(self, cfg: FLConfig, data: FederatedData, executor: Executor, oracle, aggregator,
-                 device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
+                 device: torch.device, deviation=None) -> None:
+        self.cfg, self.device, self.deviation = cfg, device, deviation
         n = data.num_clients
         self.n, self.m = n, cfg.clients_per_round
         self.rng = np.random.default_rng([cfg.seed, 1])
@@ -295,9 +295,15 @@ class _Trainer:
                                                     generator=self.gen, server_lr=self.cfg.server_lr, head=self.head)
 
     def aggregate(self, r: Round) -> None:
-        """Line 9: the aggregator through the oracle. A call that cannot complete skips the round."""
+        """Line 9: the aggregator through the oracle. A call that cannot complete skips the round. With a
+        ``deviation``, the round's corrupted clients also deviate from the protocol in every call."""
+        oracle = self.oracle
+        if self.deviation is not None and bool(r.mask.any()):
+            from rfa.oracle import DeviatingOracle
+
+            oracle = DeviatingOracle(self.oracle, r.mask.nonzero().flatten().tolist(), self.deviation, self.m)
         try:
-            r.out = self.aggregator(r.updates, r.weights, self.oracle)
+            r.out = self.aggregator(r.updates, r.weights, oracle)
         except ProtocolAborted as exc:
             r.out, r.skip_reason = None, f"{type(exc).__name__}: {exc}"
 
@@ -338,6 +344,9 @@ class _Trainer:
         self.server_step(r)
         for metric in metrics:
             r.record.update(metric(r))
+        if r.out is not None:  # the released outputs are in the model now: keep the oracle's records light
+            for c in r.out.calls:
+                c.output = None
         if r.skip_reason is not None:
             r.record["skipped"] = True
             r.record["skip_reason"] = r.skip_reason
@@ -373,13 +382,16 @@ def _privacy_metric(r: Round) -> dict[str, Any]:
 def run(
     cfg: FLConfig, *, data: FederatedData | None = None, executor: Executor | None = None, oracle=None,
     aggregator=None, progress: Callable[[int, dict], None] | None = None,
-    metrics: list[Callable[[Round], dict[str, Any]]] | None = None,
+    metrics: list[Callable[[Round], dict[str, Any]]] | None = None, deviation=None,
 ) -> RunResult:
     """Run one configuration and return its :class:`RunResult`.
 
     ``data`` / ``executor`` / ``oracle`` / ``aggregator`` override what ``cfg`` would build (tests
     use this to share data or to pass custom objects); ``progress(round, record)`` is called after
-    every round; ``metrics`` extends :data:`ROUND_METRICS` for this run.
+    every round; ``metrics`` extends :data:`ROUND_METRICS` for this run. ``deviation`` (an
+    :class:`rfa.oracle.Deviation`, or the corruption's ``deviation`` attribute when it has one) makes the
+    corrupted clients of each round deviate from the protocol in every call over all ``m`` clients (the
+    second threat model; the corruption of their updates applies as well).
     """
     cfg.validate()
     t0 = time.perf_counter()
@@ -390,7 +402,9 @@ def run(
     if cfg.clients_per_round > n:
         raise ConfigError(f"clients_per_round m={cfg.clients_per_round} exceeds the {n} clients of {data.name!r} "
                           "(Algorithm 1 samples m of n without replacement)")
-    tr = _Trainer(cfg, data, executor or make_executor(cfg.executor), oracle, aggregator, device)
+    tr = _Trainer(cfg, data, executor or make_executor(cfg.executor), oracle, aggregator, device, deviation)
+    if tr.deviation is None:
+        tr.deviation = getattr(tr.corruption, "deviation", None)
     all_metrics = list(ROUND_METRICS) + list(metrics or [])
     history: list[dict[str, Any]] = []
     cum_calls = 0
