@@ -547,8 +547,10 @@ class Bucketing(AggregatorBase):
     parallel: every client takes part in one secure aggregation, ``calls_per_aggregation = 1``; the oracle
     records ``ceil(m / bucket_size)`` calls); then ``base`` (a plaintext rule: ``coordinate-median``,
     ``trimmed-mean``, ``krum`` or ``geometric-median``) combines the revealed bucket means, weighted by the
-    buckets' total weights. Each client's effective weight in a revealed mean is about ``1 /
-    bucket_size``: the privacy cost the bucket size buys robustness with."""
+    buckets' total weights. Each client's effective weight in a revealed mean is ``alpha_i / (its bucket's
+    total weight)``: ``1 / bucket_size`` for equal weights, more for a large client paired with small ones
+    (measured 0.85 with bucket_size 2 on the Dirichlet-partitioned quick study): the privacy cost the bucket
+    size buys robustness with."""
 
     name = "bucketing"
     reveals = "one weighted average of the updates per bucket of bucket_size clients"
@@ -603,7 +605,7 @@ class Bucketing(AggregatorBase):
         bm = torch.stack(means).to(torch.float64)
         bw = torch.tensor(totals, dtype=torch.float64)
         if self.base == "geometric-median":
-            v = geometric_median(bm, bw, tol=1e-10)
+            v = geometric_median(bm, bw, tol=1e-8, max_iter=1000)  # the server's plaintext step on k means
         elif self.base == "coordinate-median":
             v = weighted_coordinate_median(bm, bw)
         elif self.base == "trimmed-mean":

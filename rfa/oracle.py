@@ -20,8 +20,7 @@ at the current iterate gets ``alpha_i / nu``, i.e. ``10^6`` times more than a po
 secure oracles hand ``secagg.secure_average`` the client weights together with a *public* bound
 ``W >= beta_i`` (``weight_bound``; Weiszfeld passes ``alpha_max / nu``, which every client knows), so
 client ``i`` sends ``(omega_i w_i, omega_i c)`` with ``omega_i = beta_i / W in (0, 1]`` and ``c`` a public
-bound on ``|w_ij|`` (``value_bound``; default: the largest ``|w_ij|`` of the call, a simulation
-convenience). Every number lies in ``[-c, c]``, so nothing can overflow, and with ``bits=64`` (our
+bound on ``|w_ij|`` (``value_bound``; see "Public bounds" below). Every number lies in ``[-c, c]``, so nothing can overflow, and with ``bits=64`` (our
 default) the grid has ``K = min(2^63 / (2n), 2^50)`` steps per ``c``: weights ``10^-6 W`` (a point at
 distance 1 when ``nu = 10^-6``) keep ~9 significant digits (in general a call's relative precision is
 about ``2 |U3| 2^-50 W / sum_i beta_i``, so it degrades gracefully when all distances are many orders of
@@ -30,8 +29,28 @@ magnitude above ``nu``; the stated bound always covers it). The server releases
 per-coordinate error bound ``2 c B / (D_hat c - 2 B)`` (``B ~ |U3| / s``), which
 :attr:`OracleCall.error_bound` records (``inf`` if an input was clipped: the bound ignores clipping).
 
-Every call records an :class:`OracleCall` (client weights, effective weights over the survivors, bytes).
-Inputs are validated first; bad inputs raise :class:`secagg.errors.InvalidInput` and nothing is recorded.
+Public bounds, never the call's data. In training every call's ``c`` is public and fixed before the
+call: the aggregator's own clip bound (``value_bound=`` per call) or the oracle's configured bound (the
+loop sets one, ``rfa.fl.loop.DEFAULT_VALUE_BOUND``); ``W`` is a public function of the clients' public
+sizes and ``nu``. Each client clips its own vector to ``[-c, c]`` in its encoding. The data-dependent
+default ``c = max |w_ij|`` remains for single calls outside training (recorded as
+``value_bound_source="data"``: an attacker could steer it).
+
+Never crash on a client's data. A client whose vector or weight has a NaN/Inf entry refuses: it sends
+nothing (for the secure oracles it drops before its masked input, so the server sees a dropout) and is
+listed in ``OracleCall.refused``. A weight so small that its encoding would fall below the grid's
+resolution (all Weiszfeld weights ``alpha / dist`` when every distance is huge: the old "total weight
+below the quantization resolution" abort) is raised by its client to the public floor
+``W * weight_floor(m)`` (``8 / K``): the floor is a public function of ``m`` and the configuration, and
+with it the decoded total weight of any non-empty survivor set is always usable. Only too few survivors
+stop a call (:class:`~secagg.errors.ProtocolAborted`, nothing released).
+
+Every call returns and records an :class:`OracleCall` (:meth:`SecureAverageOracle.average`): the released
+``output`` and what else the server sees, and, marked apart (``metadata["view"] == "auditor"``), the
+clients' weights and effective weights. Structural errors (shapes, dtypes, non-positive weights, a weight
+above its public bound) raise :class:`secagg.errors.InvalidInput` and nothing is recorded. The
+protocol-deviation seam (:class:`Deviation`, :class:`DeviatingOracle`) lets chosen clients run other code
+than the protocol's: claim the largest weight, skip clipping, send any element of ``Z_M``.
 """
 
 from __future__ import annotations

@@ -205,8 +205,12 @@ def smoothed_weiszfeld(points: torch.Tensor, weights: torch.Tensor | None = None
         tol: optional early stop when ``||v^(r+1) - v^(r)|| <= tol * max(||v^(r)||, 1e-300)``.
 
     Each iteration: the clients compute ``beta_i = alpha_i / max(nu, ||v - w_i||)`` from the broadcast
-    ``v``, then one oracle call with the public weight bound ``max(alpha) / nu``. Raises
-    :class:`InvalidInput` on bad inputs.
+    ``v``, then one oracle call with the public weight bound ``max(alpha) / nu`` (``max(nu, ||v - w_i||)``
+    capped at :data:`S_MAX` so a weight is never 0; the secure oracles raise tiny weights to their public
+    floor). A row with a NaN/Inf entry is a client that refuses every call (``WeiszfeldResult.refused``;
+    the objectives leave it out); the run goes on with the others. Raises :class:`InvalidInput` on bad
+    inputs (shapes, weights, ``nu``, ``budget``, ``init``) and :class:`ProtocolAborted` if a call has no
+    survivors.
 
     Cost (plaintext simulation): the ``(m, d)`` matrix is never copied or converted; each iteration streams
     over it twice -- the oracle's weighted sum (for :class:`~rfa.oracle.IdealOracle` one matrix-vector
