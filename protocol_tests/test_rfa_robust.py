@@ -398,3 +398,20 @@ def test_deviating_clients_in_training_claim_the_largest_weight(digits8):
     out = A.make("rlr")(torch.randn(5, 3, dtype=torch.float64), torch.tensor([1.0, 1, 1, 1, 6]),
                         rfa.IdealOracle())
     assert audit.audit_output(out)[0].max_weight == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("scale", ["1e8", "inf"])
+def test_issue_repro_through_the_cli(tmp_path, capsys, scale):
+    """The issue's command line (on the small digits task so it runs in seconds) exits 0 with no round
+    skipped."""
+    import json
+
+    from rfa.cli import main
+
+    rc = main(["train", "--data", "digits", "--partition", "iid", "--clients", "8", "--clients-per-round", "6",
+               "--rounds", "2", "--local-steps", "2", "--aggregator", "rfa", "--corruption", "random",
+               "--corruption-params", f"scale={scale}", "--rho", "0.1", "--oracle", "modular", "--quiet",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "result.json").read_text())
+    assert res["final"]["skipped_rounds"] == 0 and len(res["history"]) == 2
