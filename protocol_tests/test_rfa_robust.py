@@ -415,3 +415,23 @@ def test_issue_repro_through_the_cli(tmp_path, capsys, scale):
     assert rc == 0
     res = json.loads((tmp_path / "result.json").read_text())
     assert res["final"]["skipped_rounds"] == 0 and len(res["history"]) == 2
+
+
+def test_protocol_deviation_damage_is_bounded_by_the_public_value_bound():
+    """Second threat model, measured: one client that claims the largest weight the public bound allows
+    (W = alpha_max / nu for Weiszfeld) pulls rfa to its own clipped vector -- the weight check a range
+    proof would do is not emulated -- so the damage is bounded only by the public value bound:
+    ||v - gm_H|| <= ||clip_c(a) - gm_H|| <= c sqrt(d) + ||gm_H||, and it is attained (here > 10 S). Centered
+    clipping, whose weights are alpha and whose steps are clipped to tau by the aggregator, is unaffected
+    by the weight claim."""
+    h = _honest(0)
+    gm, S = _spread(h)
+    c = 10.0
+    dev = rfa.Deviation(claim_max_weight=True)
+    o = rfa.DeviatingOracle(rfa.ModularOracle(seed=1, value_bound=c), [M - 1], dev, M)
+    err = float((A.make("rfa")(_with_attacker(h, 1e8), None, o).vector - gm).norm())
+    assert 10 * S < err <= c * math.sqrt(D) + float(gm.norm()) + 1e-6
+    o2 = rfa.DeviatingOracle(rfa.ModularOracle(seed=1, value_bound=c), [M - 1], dev, M)
+    cc = A.make("centered-clipping", init="zero")(_with_attacker(h, 1e8), None, o2).vector
+    ref = A.make("centered-clipping", init="zero")(h, None, rfa.IdealOracle()).vector
+    assert float((cc - ref).norm()) <= 3 * 0.5 * 2 / (M - 1) + 1e-6

@@ -20,6 +20,7 @@ _LAZY = {
     "ModularOracle": "rfa.oracle",
     "OracleCall": "rfa.oracle",
     "Deviation": "rfa.oracle",
+    "DeviatingOracle": "rfa.oracle",
     "smoothed_weiszfeld": "rfa.weiszfeld",
     "one_step_rfa": "rfa.weiszfeld",
     "geometric_median": "rfa.weiszfeld",
