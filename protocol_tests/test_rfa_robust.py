@@ -368,6 +368,10 @@ def test_deviation_seam_max_weight_unclipped_and_ring_element(cls):
     assert clipped.clipped > 0 and not torch.allclose(unclipped.output, clipped.output)
     mod = honest.modulus
     assert mod is not None and honest.server_view()["modulus"] == mod
+    # an all-zero element is q = -K everywhere: the total weight decodes negative, nothing is released
+    with pytest.raises(ProtocolAborted) as exc:
+        o.average(x, b, weight_bound=1.0, deviations={2: rfa.Deviation(ring_element=np.zeros(6, dtype=np.uint64))})
+    assert exc.value.round == "unmasking"
     rng = np.random.default_rng(0)
     for _ in range(3):
         ring = np.array([int(v) % mod for v in rng.integers(0, 2**63, size=6)], dtype=np.uint64)
@@ -435,3 +439,35 @@ def test_protocol_deviation_damage_is_bounded_by_the_public_value_bound():
     cc = A.make("centered-clipping", init="zero")(_with_attacker(h, 1e8), None, o2).vector
     ref = A.make("centered-clipping", init="zero")(h, None, rfa.IdealOracle()).vector
     assert float((cc - ref).norm()) <= 3 * 0.5 * 2 / (M - 1) + 1e-6
+
+
+def test_rlr_votes_stay_exact_with_a_value_bound_below_one():
+    """The sign and n_k coordinates lie in [-1, 1]: RLR encodes with the bound max(1, c), so a public
+    bound below 1 clips only the update part and the vote sums stay integers."""
+    u = torch.randn(7, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(8)) * 3
+    out = A.make("rlr", theta=3)(u, None, rfa.ModularOracle(seed=1, value_bound=0.5))
+    assert torch.equal(out.info["votes"], torch.sign(u).sum(0))
+    assert out.calls[0].value_bound == 1.0 and out.calls[0].value_bound_source == "call"
+
+
+class _NaNAggregator:
+    name, secure_compatible, calls_per_aggregation, reveals = "nan", True, 1, "nothing"
+
+    def __call__(self, updates, weights, oracle):
+        return A.AggregateOutput(torch.full((updates.shape[1],), math.nan), 0)
+
+
+def test_a_non_finite_aggregate_skips_the_round_and_leaves_the_model(digits8):
+    res = run(_cfg(rounds=1), data=digits8, aggregator=_NaNAggregator())
+    assert res.history[0]["skipped"] and res.history[0]["skip_reason"] == "the aggregate is not finite"
+    assert bool(torch.isfinite(res.w).all())
+
+
+def test_bucketing_prices_each_client_in_its_one_call(digits8):
+    """Bytes per client of a bucketing round: each client is in one call of 2 clients, so the round costs
+    what one 2-client secure average costs (priced analytically for the ideal oracle)."""
+    from rfa.fl.loop import secure_bytes_per_client
+
+    res = run(_cfg(aggregator="bucketing", rounds=1), data=digits8)
+    assert res.history[0]["oracle_calls"] == 3
+    assert res.history[0]["bytes_per_client"] == pytest.approx(secure_bytes_per_client(2, res.info["model_dim"]))

@@ -367,7 +367,9 @@ class RLR(AggregatorBase):
 
     Plaintext form: :func:`rlr_plaintext`. Secure form: client ``k`` sends the ``(2d + 1)``-vector
     ``z_k = (n_k u_k, sgn(u_k), n_k)`` (``n_k`` normalised by the public ``max n``) with *uniform* oracle
-    weight 1, each coordinate clipped to the public value bound by its client. The oracle returns the
+    weight 1, the update part clipped by its client to the public bound ``max(1, c)`` of the oracle (the
+    signs and ``n_k`` lie in ``[-1, 1]``, so they are never clipped and the votes stay exact). The oracle
+    returns the
     plain mean over the ``m'`` survivors ``(sum n_k u_k / m', S / m', N / m')`` with ``S = sum_k sgn(u_k)``
     the vote sums and ``N = sum n_k``; the server knows ``m' = |U3|``, so ``S = round(m' * mean_S)`` (an
     integer vector: rounding removes the oracle's rounding error as long as ``m' e < 1/2``, checked) and
@@ -401,10 +403,11 @@ class RLR(AggregatorBase):
         z[:, d:2 * d] = torch.sign(u).to(torch.float64)
         z[:, 2 * d] = an
         c = o.value_bound
-        if c is not None and c >= 1.0:  # the clients clip to the public bound (signs and n_k are within it)
+        if c is not None:  # each client clips its update part to the public bound; signs and n_k lie in [-1, 1]
+            c = max(1.0, float(c))
             z[:, :d].clamp_(-c, c)
         ones = torch.ones(m, dtype=torch.float64, device=u.device)
-        call = o.average(z, ones, weight_bound=1.0)
+        call = o.average(z, ones, weight_bound=1.0, value_bound=c)
         avg = call.output.to(device=u.device, dtype=torch.float64)
         mp = len(call.survivors)
         votes = torch.round(avg[d:2 * d] * mp)
