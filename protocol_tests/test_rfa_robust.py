@@ -471,3 +471,7 @@ def test_bucketing_prices_each_client_in_its_one_call(digits8):
     res = run(_cfg(aggregator="bucketing", rounds=1), data=digits8)
     assert res.history[0]["oracle_calls"] == 3
     assert res.history[0]["bytes_per_client"] == pytest.approx(secure_bytes_per_client(2, res.info["model_dim"]))
+    oracle = make_oracle("modular", 3)
+    res = run(_cfg(aggregator="bucketing", rounds=1, oracle="modular"), data=digits8, oracle=oracle)
+    per_call = [c.bytes_per_client for c in oracle.calls]
+    assert len(per_call) == 3 and res.history[0]["bytes_per_client"] == pytest.approx(sum(per_call) / 3)
