@@ -475,3 +475,16 @@ def test_bucketing_prices_each_client_in_its_one_call(digits8):
     res = run(_cfg(aggregator="bucketing", rounds=1, oracle="modular"), data=digits8, oracle=oracle)
     per_call = [c.bytes_per_client for c in oracle.calls]
     assert len(per_call) == 3 and res.history[0]["bytes_per_client"] == pytest.approx(sum(per_call) / 3)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_refusal_and_every_rule_keep_the_device(device):
+    """Every aggregator on the updates' device (refusing a NaN row there too): the aggregate comes back on
+    that device and finite."""
+    u = torch.randn(9, 6, dtype=torch.float32, generator=torch.Generator().manual_seed(3)).to(device)
+    u[4, 2] = math.nan
+    for name in A.NAMES:
+        params = {"bulyan": {"f": 1}}.get(name, {})
+        out = A.make(name, **params)(u, None, rfa.IdealOracle())
+        assert out.vector.device.type == device and out.vector.dtype == torch.float32
+        assert bool(torch.isfinite(out.vector).all()) and 4 in out.info["refused"], name

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--server-lr", type=float, default=None)
-    p.add_argument("--aggregator", default=None, help="fedavg | rfa | one-step-rfa | rlr | norm-clipping | coordinate-median | trimmed-mean | krum | multi-krum")
+    p.add_argument("--aggregator", default=None, help="a name of rfa.aggregators.NAMES, e.g. fedavg (default), rfa, rfa-paper, one-step-rfa, rlr, centered-clipping, bucketing, coordinate-median")
     p.add_argument("--aggregator-params", type=_kv, default=None)
     p.add_argument("--oracle", default=None, choices=("ideal", "modular", "secagg"))
     p.add_argument("--oracle-params", type=_kv, default=None)
