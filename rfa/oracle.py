@@ -542,14 +542,6 @@ class SecureAverageOracle(abc.ABC):
             out[int(k)] = dv
         return out
 
-    @staticmethod
-    def _check_call(x: torch.Tensor, weights: Any, weight_bound: float | None,
-                    value_bound: float | None) -> torch.Tensor:
-        """Validate the weights (finite, > 0) and the public hints; returns the float64 CPU weights."""
-        beta = check_weights(weights, x.shape[0], device=torch.device("cpu"), default=None)
-        SecureAverageOracle._check_bounds(beta, weight_bound, value_bound)
-        return beta
-
     def weight_floor(self, m: int, value_bound: float | None = None) -> float:
         """Smallest relative weight ``omega_min = beta_min / W`` this oracle encodes without loss of the
         call: ``8 / K`` for the secure oracles (``K`` grid steps per ``c``; module docstring), 0 for the
