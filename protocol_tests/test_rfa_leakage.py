@@ -139,3 +139,39 @@ def test_leakage_of_a_secure_average_decreases_with_m():
     assert min(np.mean(by_m[2]), 1.0) > np.mean(by_m[20])
     p = mannwhitneyu(by_m[2], by_m[20], alternative="greater").pvalue
     assert p < 0.01, (p, by_m)
+
+
+def _cli(*argv: str) -> int:
+    from rfa.cli import main
+
+    return main(["leakage", *argv, "--no-progress"])
+
+
+def test_cli_writes_outputs_and_resumes(tmp_path):
+    """`rfa leakage` at a tiny size: exit 0, every output written, no NaN; a study whose last saved
+    record was lost (as after a crash) resumes, recomputes only that piece and ends with the same rows."""
+    import json
+
+    out = tmp_path / "lk"
+    args = ("--aggregators", "fedavg,coordinate-median", "--ms", "2", "--trials", "1", "--oracle", "ideal")
+    assert _cli(*args, "--out", str(out)) == 0
+    for f in ("leakage.json", "leakage_table.md", "leakage_vs_s.png", "gallery.png", "records.jsonl"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    first = json.loads((out / "leakage.json").read_text())
+    assert "nan" not in (out / "leakage_table.md").read_text().lower()
+    assert {r["aggregator"] for r in first["rows"]} == {"fedavg", "coordinate-median"}
+    lines = (out / "records.jsonl").read_text().splitlines(keepends=True)
+    (out / "records.jsonl").write_text("".join(lines[:-1]))
+    assert _cli("--resume", str(out)) == 0
+    again = json.loads((out / "leakage.json").read_text())
+    key = lambda r: (r["aggregator"], r["m"], r["trial"], r["call"])  # noqa: E731
+    assert sorted(again["rows"], key=key) == sorted(first["rows"], key=key)
+    assert _cli(*args, "--out", str(out)) == 2  # a non-empty folder is refused without --resume/--overwrite
+
+
+@pytest.mark.parametrize("bad", [("--ms", "1"), ("--trials", "0"), ("--lr", "nan"), ("--aggregators", "nope")])
+def test_cli_refuses_nonsense(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as ei:
+        _cli(*bad, "--out", str(tmp_path / "x"))
+    assert ei.value.code == 2
+    assert not (tmp_path / "x").exists()

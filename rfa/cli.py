@@ -9,11 +9,11 @@ import sys
 
 from secagg.cli import build_parser, run_cli
 
-COMMANDS = ("compare", "train")
+COMMANDS = ("compare", "train", "leakage")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser("rfa", "rfa.commands", COMMANDS, "Robust federated aggregation over secure aggregation: compare, train.")
+    parser = build_parser("rfa", "rfa.commands", COMMANDS, "Robust federated aggregation over secure aggregation: compare, train, leakage.")
     return run_cli(parser, argv)
 
 

@@ -235,29 +235,28 @@ def run_unit(cfg: LeakageConfig, unit: LeakageUnit) -> list[dict[str, Any]]:
     return rows
 
 
-def gallery(cfg: LeakageConfig, picks: Sequence[tuple[str, int]], *, trial: int = 0) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-    """The target's examples and, for each (aggregator, m), the reconstruction closest to one of them
-    (by SSIM) from the call where the target's weight was largest."""
+def gallery(cfg: LeakageConfig, picks: Sequence[tuple[str, int]], *, trial: int = 0) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """For each (aggregator, m): from the call that weighs the target most, the reconstruction closest
+    (by SSIM) to one of the target's examples, that example, and the SSIM: ``(label, recon, example, ssim)``."""
     from skimage.metrics import structural_similarity
 
     st = _setup(cfg)
     h, w = st.image_shape
-    rowsout = []
+    out = []
     for name, m in picks:
         with_t, _, seed = _rounds(cfg, st, m, trial)
         view = _views(cfg, st, name, with_t, seed)
-        mine = [r for r in view.revealed if r.weight_of(st.target) > 0]
-        r = max(mine, key=lambda q: q.weight_of(st.target))
+        r = max(view.revealed, key=lambda q: q.weight_of(st.target))
         cand = lk.invert_linear(r.vector, st.model.k, st.model.d_in, lr=cfg.lr, batch_size=cfg.batch_size,
-                                 steps=cfg.local_steps).candidates()
-        best, best_s = cand[0], -np.inf
+                                steps=cfg.local_steps).candidates()
+        best = (-np.inf, cand[0], st.target_x[0])
         for c in cand:
             for x in st.target_x:
-                s = structural_similarity(x.reshape(h, w), c.reshape(h, w), data_range=1.0)
-                if s > best_s:
-                    best, best_s = c, s
-        rowsout.append((f"{name}, m={m}, s={r.weight_of(st.target):.2f}", best.reshape(h, w)))
-    return st.target_x.reshape(-1, h, w), rowsout
+                sc = structural_similarity(x.reshape(h, w), c.reshape(h, w), data_range=1.0)
+                if sc > best[0]:
+                    best = (sc, c, x)
+        out.append((f"{name}, m={m}, s={r.weight_of(st.target):.2f}", best[1].reshape(h, w), best[2].reshape(h, w), float(best[0])))
+    return out
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
