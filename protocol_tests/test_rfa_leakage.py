@@ -175,3 +175,21 @@ def test_cli_refuses_nonsense(bad, tmp_path, capsys):
         _cli(*bad, "--out", str(tmp_path / "x"))
     assert ei.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_view_from_output_reads_the_aggregators_record():
+    """RFA's view holds one revealed average per Weiszfeld call, each the call's released output; RLR's
+    revealed quantities are not averages of the updates (packed with sign votes), so the attack refuses
+    them instead of misreading them."""
+    from rfa import aggregators as agg
+
+    torch.manual_seed(1)
+    u = torch.randn(5, 20, dtype=torch.float64)
+    w = torch.full((5,), 0.2, dtype=torch.float64)
+    out = agg.make("rfa")(u, w, ModularOracle(seed=0))
+    view = lk.view_from_output(0, torch.zeros(20), out, u, [0, 1, 2, 3, 4])
+    assert len(view.revealed) == out.oracle_calls == len(out.calls)
+    for r, c in zip(view.revealed, out.calls):
+        assert torch.equal(r.vector, c.output.to(torch.float64).reshape(-1))
+    with pytest.raises(lk.LeakageError):
+        lk.view_from_output(0, torch.zeros(20), agg.make("rlr")(u, w, ModularOracle(seed=0)), u, [0, 1, 2, 3, 4])

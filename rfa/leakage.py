@@ -12,8 +12,10 @@ What the server saw is one record, :class:`ServerView`: the broadcast model and 
 :class:`Revealed` quantities of a round. For aggregators run through a secure average oracle these are
 the oracle calls' revealed outputs (each with every client's effective weight in it, which the attack
 never reads: only the auditor's metrics do); for plaintext-only aggregators they are the individual
-updates (weight 1 for their sender). :func:`view_from_calls` builds the record from the oracle's call
-records and nothing else, so what the attack sees cannot drift from what the oracle revealed.
+updates (weight 1 for their sender). :func:`view_from_output` builds the record from the aggregator's
+list of revealed quantities (each backed by an oracle call record) and :func:`view_from_calls` from the
+oracle's call records; nothing else is read, so what the attack sees cannot drift from what the oracle
+revealed.
 
 The attack on the linear model (multinomial logistic regression ``softmax(W x + b)``, the default
 study's model) is analytic. One local SGD step on a batch ``B`` gives the update
@@ -53,6 +55,7 @@ __all__ = [
     "LeakageError",
     "view_from_calls",
     "view_from_updates",
+    "view_from_output",
     "invert_linear",
     "Reconstruction",
     "score",
@@ -112,6 +115,36 @@ def view_from_calls(round: int, broadcast: torch.Tensor, calls: Sequence[Any], c
         eff = c.effective_weights
         weights = {int(clients[j]): float(eff[j]) for j in range(len(clients)) if float(eff[j]) > 0}
         revealed.append(Revealed(torch.as_tensor(out).detach().to("cpu", torch.float64).reshape(-1), "average", k, weights))
+    return ServerView(round, broadcast.detach().to("cpu", torch.float64), tuple(revealed))
+
+
+def view_from_output(round: int, broadcast: torch.Tensor, out: Any, updates: torch.Tensor,
+                     clients: Sequence[int]) -> ServerView:
+    """The server's view of one aggregation, from the aggregator's own record of what the server learned
+    (:attr:`rfa.aggregators.AggregateOutput.revealed`): each revealed weighted average is its oracle
+    call's released ``output``; plaintext-only rules reveal ``updates`` themselves. Vote counts are not
+    images and are left out; a revealed average that is not an average of the updates (a different
+    length) is an error, since this attack would misread it."""
+    d = int(updates.shape[1])
+    kinds = [r.kind for r in out.revealed]
+    if "plaintext" in kinds:
+        return view_from_updates(round, broadcast, updates, clients)
+    revealed = []
+    for k, r in enumerate(out.revealed):
+        if r.kind != "weighted-average":
+            continue
+        vec = getattr(r.call, "output", None)
+        if vec is None:
+            raise LeakageError("a revealed average has no released output in its oracle record")
+        vec = torch.as_tensor(vec).detach().to("cpu", torch.float64).reshape(-1)
+        if vec.shape[0] != d:
+            raise LeakageError(f"revealed quantity {r.what!r} has {vec.shape[0]} coordinates, not the update's {d}: "
+                               "not an average of the updates, which this attack reads")
+        eff = r.effective_weights
+        weights = {int(clients[j]): float(eff[j]) for j in range(len(clients)) if float(eff[j]) > 0}
+        revealed.append(Revealed(vec, "average", k, weights))
+    if not revealed:
+        raise LeakageError("the aggregation revealed no average of the updates")
     return ServerView(round, broadcast.detach().to("cpu", torch.float64), tuple(revealed))
 
 

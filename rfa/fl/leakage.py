@@ -182,11 +182,9 @@ def _views(cfg: LeakageConfig, st: _Setup, name: str, clients: np.ndarray, seed:
 
     updates, weights = _round(cfg, st, clients, seed)
     agg = _a.make(name)
-    if not getattr(agg, "secure_compatible", True):
-        return lk.view_from_updates(0, st.w, updates, clients.tolist())
-    oracle = make_oracle(cfg.oracle, seed)
-    agg(updates, weights, oracle)
-    return lk.view_from_calls(0, st.w, oracle.calls, clients.tolist())
+    oracle = make_oracle(cfg.oracle, seed) if agg.secure_compatible else None
+    out = agg(updates, weights, oracle)
+    return lk.view_from_output(0, st.w, out, updates, clients.tolist())
 
 
 def _best(cfg: LeakageConfig, view: lk.ServerView, st: _Setup) -> list[tuple[lk.Revealed, lk.Score]]:
