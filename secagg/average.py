@@ -283,8 +283,10 @@ def secure_average(
     dropouts: Mapping[int, str] | None = None,
     neighbours: int | None = None,
     corrupt_fraction: float = 0.05,
-    dropout_fraction: float = 0.05,
+    dropout_fraction: float | None = None,
     backend: str = "protocol",
+    min_survivors: int | None = None,
+    protocol: str = "bonawitz",
 ) -> SecureAverageResult:
     """Weighted average ``sum_{U3} w_i x_i / sum_{U3} w_i`` of real vectors by one secure aggregation.
 
@@ -299,8 +301,10 @@ def secure_average(
             wrap for ``m`` clients (:func:`secagg.discretize.choose_modulus`); a forced ``modulus`` with a
             forced ``scale`` that can wrap raises :class:`OverflowRisk` before anything runs.
         max_weight: public bound ``W >= w_i`` used to normalise weights (default ``max w_i``).
-        threshold, graph, variant, dropouts, neighbours, corrupt_fraction, dropout_fraction: passed to
-            :func:`secagg.protocol.run_secure_aggregation` (``dropouts``: client -> round at which it drops).
+        threshold, graph, variant, dropouts, neighbours, corrupt_fraction, dropout_fraction, min_survivors,
+            protocol: passed to :func:`secagg.protocol.run_secure_aggregation` (``dropouts``: client -> round
+            at which it drops; ``dropout_fraction``: the delta a SecAgg+ graph is designed for, which also
+            sets the survivor bound; ``protocol="plaintext"``: clients send their encodings in the clear).
         backend: ``"protocol"`` (the real protocol) or ``"modular"`` (same result without cryptography).
 
     Returns:
@@ -321,6 +325,7 @@ def secure_average(
     proto_kwargs = dict(
         modulus=vq.modulus, threshold=threshold, graph=graph, variant=variant, dropouts=dropouts, seed=seed,
         neighbours=neighbours, corrupt_fraction=corrupt_fraction, dropout_fraction=dropout_fraction,
+        min_survivors=min_survivors, protocol=protocol,
     )
     if backend == "protocol":
         from secagg.protocol import run_secure_aggregation
