@@ -259,12 +259,17 @@ class Server:
         self.sets["U3"] = u3
         self._acc = acc
         self._need("masked-input", len(u3), "|U3|")
-        self._rule(rules.check_survivor_policy, "masked-input", self.graph, u3, self.min_survivors)
+        self.check_survivors(u3)
         if self.active:
             return {u: self.consistency_request_for(u).to_bytes() for u in sorted(u3)}
         self.sets["U4"] = u3
         self._check_reconstructible("masked-input", u3)
         return self._send_requests("masked-input", u3)
+
+    def check_survivors(self, u3: frozenset[int]) -> None:
+        """The survivor policy (:func:`secagg.rules.check_survivor_policy`), before any share is asked
+        for: ``G[U3]`` connected and ``|U3| >= min_survivors``, else abort with nothing released."""
+        self._rule(rules.check_survivor_policy, "masked-input", self.graph, u3, self.min_survivors)
 
     def consistency_request_for(self, u: int) -> ConsistencyRequest:
         """The U3 list sent to client ``u`` for signing (override to misbehave)."""
