@@ -294,3 +294,26 @@ def test_client_with_too_few_live_neighbours_aborts_itself_before_masking() -> N
     with pytest.raises(ProtocolAborted) as minfo:
         model_ledger(n, 4, M, dropouts=drops, **kw)
     assert minfo.value.reason == info.value.reason and minfo.value.ledger == info.value.ledger
+
+
+def test_oracles_design_secagg_plus_for_their_dropout_rate_and_run_plaintext(monkeypatch) -> None:  # noqa: ANN001
+    torch = pytest.importorskip("torch")
+    import rfa
+    import secagg.average as avg
+
+    seen = []
+    real = avg.secure_average
+
+    def spy(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        seen.append(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(avg, "secure_average", spy)
+    pts = torch.from_numpy(np.random.default_rng(1).normal(size=(60, 5)))
+    rfa.ModularOracle(seed=0, graph="secagg+", dropout_rate=0.2)(pts, torch.ones(60))
+    assert seen[-1]["dropout_fraction"] == 0.2
+    rfa.ModularOracle(seed=0, dropout_rate=0.2)(pts, torch.ones(60))
+    assert "dropout_fraction" not in seen[-1]  # complete graph: the survivor bound stays t
+    a = rfa.ModularOracle(seed=3, protocol="plaintext")(pts, torch.ones(60))
+    b = rfa.ModularOracle(seed=3)(pts, torch.ones(60))
+    assert torch.equal(a, b)

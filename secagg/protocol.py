@@ -21,7 +21,10 @@ Thresholds when ``threshold=None``:
   and its default t are used. With ``neighbours=k`` given, the graph is the Harary graph of degree k
   and the default t applies the complete-graph rule to the ``k + 1`` holders of each client's shares
   (``floor((k+1)/2) + 1`` or ``floor(2(k+1)/3) + 1``).
-On SecAgg+ ``t`` counts share holders among ``N(u) ∪ {u}`` (self-edge included), so ``t <= k + 1``.
+On SecAgg+ ``t`` counts share holders among ``N(u) ∪ {u}`` (self-edge included), so ``t <= k + 1``;
+``t >= 2`` always. Every rule (thresholds, holders, reconstructibility, dropout schedule, and the
+survivor policy: ``G[U3]`` connected, ``|U3| >= min_survivors`` with ``min_survivors = ceil((1 - delta) n)``
+on SecAgg+) lives in :mod:`secagg.rules`; :class:`SessionParams` derives the session's values once.
 The active variant refuses ``2t <= h`` (``h = n`` or ``k + 1`` holders), where its consistency check cannot
 stop a server from collecting both share types of a live client (:func:`check_active_threshold`).
 
@@ -31,6 +34,10 @@ message of that round, then vanishes (``"masked-input:after"``: ``y_u`` arrives,
 but gives no shares). ``"<round>:before"`` is the same as the plain name. A dropout at
 ``"consistency-check"`` in the honest-but-curious variant (which has no such round) takes effect at
 the next round the client would send in, unmasking.
+
+Protocols: ``protocol="bonawitz"`` (the default, this module's subject) or ``"plaintext"`` (clients send
+their inputs in the clear, :mod:`secagg.plaintext`), registered in :data:`PROTOCOLS`; each is a client and
+a server class driven by the same :class:`~secagg.transport.Transport`.
 
 Parallel clients (``workers=W > 1``, opt-in): the clients' round computations run in ``W`` forked worker
 processes (:class:`~secagg.transport.ProcessTransport`); clients and server still exchange only bytes

@@ -10,7 +10,10 @@ Threshold checks (``ProtocolAborted(round, reason)``, nothing released): every r
 messages; in addition, after rounds 2 and 3 the server checks that every secret it will have to
 reconstruct still has at least ``t`` live holders (``b_u`` for ``u in U3``; ``s_sk_v`` for dropped
 ``v in U2 \\ U3`` that masked with a survivor), and after round 4 that it has received ``t`` shares
-of each. ``H(u)`` (holders of u's shares) = ``{u}`` plus the clients the server forwarded ``u``'s
+of each; and, once U3 is known and before asking for any share, the survivor policy
+(:meth:`Server.check_survivors`: ``G[U3]`` connected, ``|U3| >= min_survivors``). All of these are
+functions of :mod:`secagg.rules`. Rounds must come in order (:attr:`Server.expected_round`;
+:class:`~secagg.errors.StateError` otherwise). ``H(u)`` (holders of u's shares) = ``{u}`` plus the clients the server forwarded ``u``'s
 ciphertexts to.
 
 Messages a client sends that fail to parse or disagree with the server's state (wrong session,
