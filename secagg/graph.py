@@ -32,6 +32,7 @@ decided by the exact integer computation, so the pre-filter never changes the re
 from __future__ import annotations
 
 import bisect
+from collections import deque
 import functools
 import math
 from fractions import Fraction
@@ -138,6 +139,25 @@ class Graph:
 
     is_neighbour = are_neighbours
 
+    def components(self, nodes: frozenset[int]) -> list[frozenset[int]]:
+        """Connected components of the induced graph ``G[nodes]`` (breadth-first search, ascending start)."""
+        left = set(nodes)
+        comps = []
+        while left:
+            start = min(left)
+            left.discard(start)
+            comp = {start}
+            queue = deque([start])
+            while queue:
+                u = queue.popleft()
+                for v in self.neighbours(u):
+                    if v in left:
+                        left.discard(v)
+                        comp.add(v)
+                        queue.append(v)
+            comps.append(frozenset(comp))
+        return comps
+
     def ring_order(self) -> tuple[int, ...]:
         """Nodes in ring order (position p holds ``ring_order()[p]``); identity for the complete graph."""
         return self._label
@@ -190,6 +210,10 @@ class CompleteGraph(Graph):
 
     def _adjacent(self, u: int, v: int) -> bool:
         return True
+
+    def components(self, nodes: frozenset[int]) -> list[frozenset[int]]:
+        """One component: every pair of nodes is adjacent."""
+        return [frozenset(nodes)] if nodes else []
 
 
 class HararyGraph(Graph):

@@ -43,7 +43,6 @@ asks for any share, so nothing is released when it fails:
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -241,28 +240,9 @@ def _ceil_fraction(n: int, delta: float) -> int:
 
 
 def survivor_components(graph, nodes: frozenset[int]) -> list[frozenset[int]]:  # noqa: ANN001 - secagg.graph.Graph
-    """Connected components of the induced graph ``G[nodes]`` (one breadth-first search; the complete
-    graph's induced graph is connected whenever it is non-empty)."""
-    if not nodes:
-        return []
-    if graph.is_complete:
-        return [frozenset(nodes)]
-    left = set(nodes)
-    comps = []
-    while left:
-        start = min(left)
-        left.discard(start)
-        comp = {start}
-        queue = deque([start])
-        while queue:
-            u = queue.popleft()
-            for v in graph.neighbours(u):
-                if v in left:
-                    left.discard(v)
-                    comp.add(v)
-                    queue.append(v)
-        comps.append(frozenset(comp))
-    return comps
+    """Connected components of the induced graph ``G[nodes]`` (:meth:`secagg.graph.Graph.components`:
+    one breadth-first search; the complete graph's induced graph is connected whenever it is non-empty)."""
+    return graph.components(frozenset(nodes))
 
 
 def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: int) -> None:  # noqa: ANN001
