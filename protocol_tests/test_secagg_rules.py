@@ -183,6 +183,14 @@ def test_threshold_one_is_refused_everywhere() -> None:
     ):
         with pytest.raises(InvalidInput, match="t = 1 < 2"):
             call()
+    # a client refuses t = 1 on its own, too (it does not rely on the session's check)
+    from secagg.client import Client
+    from secagg.drbg import Drbg
+    from secagg.graph import complete_graph
+
+    with pytest.raises(InvalidInput, match="t = 1 < 2"):
+        Client(0, x[0].astype(np.uint32), modulus=M, threshold=1, graph=complete_graph(2), variant="honest-but-curious",
+               session=b"\0" * 16, drbg=Drbg(0))
     # the default at n = 2 is t = 2: one dropout aborts instead of releasing x_0
     with pytest.raises(ProtocolAborted):
         run_secure_aggregation(x, modulus=M, dropouts={1: "masked-input"}, seed=0)
@@ -317,3 +325,25 @@ def test_oracles_design_secagg_plus_for_their_dropout_rate_and_run_plaintext(mon
     a = rfa.ModularOracle(seed=3, protocol="plaintext")(pts, torch.ones(60))
     b = rfa.ModularOracle(seed=3)(pts, torch.ones(60))
     assert torch.equal(a, b)
+
+
+def test_session_params_from_args_and_one_drop_parser() -> None:
+    import argparse
+
+    from secagg.protocol import parse_drop_spec, parse_drop_specs
+
+    ns = argparse.Namespace(threshold=None, graph="secagg+", variant="active", drop=["3:masked-input", "5:unmasking:after"],
+                            seed=4, neighbours=None, corrupt_fraction=0.05, dropout_rate=0.2, protocol="bonawitz")
+    p = SessionParams.from_args(ns, 200, 8, M)
+    assert p.delta == 0.2 and p.min_survivors == 160 and p.variant is Variant.ACTIVE
+    assert p.dropouts == {3: "masked-input", 5: "unmasking:after"}
+    assert p == SessionParams.create(200, 8, M, graph="secagg+", variant="active", seed=4, dropout_fraction=0.2,
+                                     dropouts={3: "masked-input", 5: "unmasking:after"})
+    assert parse_drop_spec("7:share-keys:after") == (7, "share-keys:after")
+    for bad in ("x:masked-input", "3", "3:lunch", "3:masked-input:later"):
+        with pytest.raises(InvalidInput):
+            parse_drop_spec(bad)
+    with pytest.raises(InvalidInput):
+        parse_drop_specs(["9:unmasking"], 5)
+    with pytest.raises(Exception):  # frozen
+        p.threshold = 1  # type: ignore[misc]
