@@ -347,3 +347,22 @@ def test_session_params_from_args_and_one_drop_parser() -> None:
         parse_drop_specs(["9:unmasking"], 5)
     with pytest.raises(Exception):  # frozen
         p.threshold = 1  # type: ignore[misc]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(3, 40), st.data())
+def test_harary_components_from_the_ring_equal_a_breadth_first_search(n: int, data) -> None:  # noqa: ANN001
+    """HararyGraph.components (gaps on the ring, O(m log m)) == Graph.components (BFS over neighbours)."""
+    from secagg.drbg import Drbg
+    from secagg.graph import Graph, harary_graph
+
+    k = 2 * data.draw(st.integers(1, (n - 1) // 2))
+    g = harary_graph(n, k, Drbg(data.draw(st.integers(0, 2**16))))
+    nodes = frozenset(data.draw(st.sets(st.integers(0, n - 1))))
+    fast = g.components(nodes)
+    assert sorted(map(sorted, fast)) == sorted(map(sorted, Graph.components(g, nodes)))
+    assert sum(map(len, fast)) == len(nodes)
