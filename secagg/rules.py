@@ -251,7 +251,8 @@ def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: 
     if len(u3) < min_survivors:
         raise ProtocolAborted(
             str(round),
-            f"survivor policy: |U3| = {len(u3)} < min_survivors = {min_survivors} (the graph's dropout bound)",
+            f"survivor policy: |U3| = {len(u3)} < min_survivors = {min_survivors} (the dropout bound the session "
+            f"was designed for; declare a larger dropout fraction to tolerate more dropouts)",
             rule="min-survivors",
         )
     comps = survivor_components(graph, u3)

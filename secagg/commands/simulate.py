@@ -179,13 +179,13 @@ def simulate(
             protocol=protocol,
         )
     except ProtocolAborted as exc:
-        ledger = getattr(exc, "ledger", None)
+        ledger = exc.ledger
         report.update(
             ok=False,
             matches_plaintext=None,
             aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
-            sets={k: sorted(v) for k, v in getattr(exc, "sets", {}).items()},
-            client_errors={str(u): f"{type(e).__name__}: {e}" for u, e in sorted(getattr(exc, "client_errors", {}).items())},
+            sets={k: sorted(v) for k, v in exc.sets.items()},
+            client_errors={str(u): f"{type(e).__name__}: {e}" for u, e in sorted(exc.client_errors.items())},
             bytes={"total": ledger.total() if ledger is not None else 0, "by_round": ledger.by_round() if ledger is not None else {}},
         )
         return report
@@ -356,7 +356,7 @@ def simulate_real(
                              variant=variant, dropouts=schedule, neighbours=neighbours, backend=backend,
                              dropout_fraction=_declared_delta(graph, dropout_rate), protocol=protocol)
     except ProtocolAborted as exc:
-        ledger = getattr(exc, "ledger", None)
+        ledger = exc.ledger
         report.update(ok=False, within_bound=None, aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
                       bytes={"total": ledger.total() if ledger is not None else 0,
                              "by_round": ledger.by_round() if ledger is not None else {}})
