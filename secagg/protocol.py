@@ -263,10 +263,6 @@ class SessionParams:
         """The schedule in the user-facing form ``client -> "round[:after]"``."""
         return {u: ROUNDS[r] + (":after" if a else "") for u, (r, a) in self.schedule.items()}
 
-    @property
-    def guarantee_template(self) -> tuple[int, float | None, float | None]:
-        return self.min_survivors, self.delta, self.gamma
-
     @classmethod
     def create(
         cls,

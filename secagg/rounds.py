@@ -3,8 +3,8 @@
 Bonawitz et al., *Practical Secure Aggregation for Privacy-Preserving Machine Learning* (CCS 2017),
 Figure 4 numbers the rounds 0-4: AdvertiseKeys, ShareKeys, MaskedInputCollection, ConsistencyCheck
 (active variant only) and Unmasking. Each :class:`Round` knows its index, the client and server methods
-that run it (the same names on every protocol's client and server classes), the kind of message a client
-uploads in it and the kind the server answers with. :class:`Variant` knows which rounds it runs.
+that run it (the same names on every protocol's client and server classes) and the kind of message a
+client uploads in it. :class:`Variant` knows which rounds it runs.
 
 Both are :class:`enum.StrEnum`: a member *is* its name string (``Round.MASKED_INPUT == "masked-input"``),
 so ledgers, dropout schedules, traces and JSON keep the plain names.
@@ -40,13 +40,6 @@ class Round(enum.StrEnum):
     def upload_kind(self) -> str:
         """Kind of message a client sends in this round (``secagg.messages.KINDS``)."""
         return _UPLOAD[self]
-
-    @property
-    def download_kind(self) -> str:
-        """Kind of message the server answers this round's uploads with (the honest-but-curious
-        variant answers masked-input with unmasking requests, the active one with consistency requests:
-        this is the active variant's; the last round answers with the aggregate, ``"sum"``)."""
-        return _DOWNLOAD[self]
 
     @classmethod
     def parse(cls, name: object) -> "Round":
@@ -89,14 +82,6 @@ _UPLOAD = {
     Round.CONSISTENCY_CHECK: "consistency-signature",
     Round.UNMASKING: "unmasking-response",
 }
-_DOWNLOAD = {
-    Round.ADVERTISE_KEYS: "key-list",
-    Round.SHARE_KEYS: "ciphertexts",
-    Round.MASKED_INPUT: "consistency-request",
-    Round.CONSISTENCY_CHECK: "unmasking-request",
-    Round.UNMASKING: "sum",
-}
-
 #: The round names in protocol order (plain strings; ``Round`` members compare equal to them).
 ROUNDS: tuple[str, ...] = tuple(r.value for r in _ORDER)
 #: The variant names.
