@@ -38,8 +38,9 @@ keep ~9 significant digits; with the default 32 bits and 100 clients ``K ~ 2 * 1
 ``result.error_bound``: it is about ``2 n / (s * sum_{U3} omega_i)``.
 
 ``backend="modular"`` performs the identical discretization (same seeded rounding draws, same survivor
-sets and aborts) and sums the encodings over ``Z_M`` without masks or cryptography; its ledger comes
-from the analytical model (:func:`secagg.cost.model_ledger`). For the same seed its result is
+sets and aborts) and sums the encodings over ``Z_M`` without masks or cryptography; its ledger is
+measured on the protocol's transport by the cryptography-free pair of :mod:`secagg.modular`
+(:func:`secagg.cost.modular_run`). For the same seed its result is
 bit-identical to ``backend="protocol"``.
 """
 

@@ -2,13 +2,14 @@
 
 Two models answer "how many bytes does one secure aggregation cost?":
 
-1. :func:`model_ledger` -- the exact analytical model of this package's wire format
-   (:mod:`secagg.messages`): given ``(n, d, M, graph, variant, dropout schedule, threshold)`` it lists
-   every message the protocol would put on the wire, with its exact serialized size, and returns a
-   :class:`~secagg.ledger.Ledger` equal (entry for entry, byte for byte) to the one a real run of
-   :func:`secagg.protocol.run_secure_aggregation` measures. It also reproduces the run's survivor sets
-   U1..U5 and its aborts (:func:`simulate_run`), so :func:`secagg.average.secure_average` with
-   ``backend="modular"`` can skip the cryptography and still report the true cost.
+1. :func:`model_ledger` -- the ledger of a run, *measured* without cryptography: the
+   cryptography-free client/server pair of :mod:`secagg.modular` runs through the protocol's own
+   :class:`~secagg.transport.Transport` under the same :mod:`secagg.rules`, sending messages whose sizes
+   come from the wire format's size functions (:mod:`secagg.messages`), so the
+   :class:`~secagg.ledger.Ledger` equals (entry for entry, byte for byte) the one a real run of
+   :func:`secagg.protocol.run_secure_aggregation` measures, with the same survivor sets U1..U5 and aborts
+   (:func:`simulate_run`, :func:`modular_run`); :func:`secagg.average.secure_average` with
+   ``backend="modular"`` skips the cryptography and still reports the true cost.
    :func:`our_model` is its closed form: per-client means computed from message counts in ``O(1)``
    (exact for the complete graph; for a SecAgg+ graph with dropouts the number of dropped neighbours
    is replaced by its expectation ``k |D| / (n - 1)``), so ``secagg cost`` answers instantly for
