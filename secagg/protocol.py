@@ -448,10 +448,7 @@ class Session:
             tr.close()  # parallel clients: stop the workers (no-op in-process)
         assert isinstance(total, np.ndarray)
         sets = dict(self.server.sets)
-        for key in ("U1", "U2", "U3"):
-            sets.setdefault(key, sets["U3"] if "U3" in sets else frozenset())
-        sets.setdefault("U4", sets["U3"])
-        sets.setdefault("U5", sets["U4"])
+        sets.setdefault("U4", sets["U3"])  # the honest-but-curious variant has no consistency round
         timings = {r: tr.timings.get(r, {"clients": 0.0, "client_max": 0.0, "server": 0.0}) for r in ROUNDS}
         return AggregationResult(
             sum=total,
