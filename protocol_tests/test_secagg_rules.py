@@ -367,3 +367,27 @@ def test_harary_components_from_the_ring_equal_a_breadth_first_search(n: int, da
     fast = g.components(nodes)
     assert sorted(map(sorted, fast)) == sorted(map(sorted, Graph.components(g, nodes)))
     assert sum(map(len, fast)) == len(nodes)
+
+
+def test_active_clients_refuse_to_sign_a_u3_that_breaks_the_survivor_policy() -> None:
+    """Active variant: a lying server that skips its own survivor check (the cut ring of the first test)
+    still gets nothing, because every client checks the U3 it is asked to sign and aborts."""
+    n = 20
+    x = _inputs(n)
+    kw = dict(graph="secagg+", neighbours=4, threshold=3, seed=7, dropout_fraction=0.25, variant="active")
+    params = SessionParams.create(n, x.shape[1], M, **kw)
+    drops = _cut(params, [(0, 2), (4, 6)])
+
+    class SkipsPolicy(Server):
+        def check_survivors(self, u3: frozenset[int]) -> None:
+            return None
+
+    sess = Session(x, modulus=M, dropouts=drops, server_class=SkipsPolicy, **kw)
+    with pytest.raises(ProtocolAborted) as info:
+        sess.run()
+    errs = info.value.client_errors
+    assert errs and all(isinstance(e, ProtocolAborted) and e.rule == "survivors-connected" and e.round == "consistency-check"
+                        for e in errs.values())
+    assert set(errs) == set(range(n)) - set(drops)
+    assert all(not c.released for c in sess.clients.values())
+    assert not any(e.kind == "unmasking-response" for e in info.value.ledger)

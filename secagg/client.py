@@ -123,6 +123,8 @@ class Client:
         session: 16-byte session id.  drbg: this client's private randomness.
         pki: ``client id -> Ed25519 verification key`` (active variant; public).
         signing_key: this client's Ed25519 key registered in ``pki`` (active variant).
+        min_survivors: the session's survivor bound (public); in the active variant the client refuses to
+            sign a U3 that breaks the survivor policy (default ``t``).
 
     Attributes:
         expected_round: the round whose method may be called next (None once the client has finished
@@ -146,6 +148,7 @@ class Client:
         drbg: Drbg,
         pki: Mapping[int, bytes] | None = None,
         signing_key: keys.SigningKey | None = None,
+        min_survivors: int | None = None,
     ) -> None:
         self.id = int(id)
         self.modulus = int(modulus)
@@ -159,6 +162,7 @@ class Client:
         self._drbg = drbg
         self._pki = dict(pki or {})
         self._signing_key = signing_key
+        self.min_survivors = self.threshold if min_survivors is None else int(min_survivors)
         self._neighbourhood = graph.closed_neighbourhood(self.id)
         self.expected_round: Round | None = Round.ADVERTISE_KEYS
         self.aborted: SecAggError | None = None
@@ -344,6 +348,9 @@ class Client:
         if stray:
             raise ProtocolViolation(f"U3 holds neighbours {stray[:5]} that never shared keys with this client")
         rules.require("consistency-check", len(u3), self.threshold, "|U3|", self.id)
+        # the survivor policy, checked by the client too: a lying server that skipped it would otherwise
+        # collect the shares that unmask a component's partial sum (secagg.rules)
+        rules.check_survivor_policy("consistency-check", self.graph, s3, self.min_survivors, self.id)
         self._u3 = u3
         self.views["U3"] = s3
         assert self._signing_key is not None

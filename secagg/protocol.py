@@ -549,7 +549,7 @@ def _bonawitz_clients(params: SessionParams, vecs: list[np.ndarray]) -> tuple[di
     clients = {
         u: Client(u, vecs[u], modulus=params.modulus, threshold=params.threshold, graph=params.graph,
                   variant=params.variant.value, session=params.session, drbg=drbgs[u], pki=pki,
-                  signing_key=signing[u] if signing else None)
+                  signing_key=signing[u] if signing else None, min_survivors=params.min_survivors)
         for u in range(n)
     }
     return clients, pki

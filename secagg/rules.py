@@ -245,15 +245,17 @@ def survivor_components(graph, nodes: frozenset[int]) -> list[frozenset[int]]:  
     return graph.components(frozenset(nodes))
 
 
-def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: int) -> None:  # noqa: ANN001
+def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: int,  # noqa: ANN001
+                          party: int | None = None) -> None:
     """The survivor policy (module docstring): ``G[U3]`` connected and ``|U3| >= min_survivors``, else
-    :class:`ProtocolAborted` naming the rule (nothing has been released when the server calls this)."""
+    :class:`ProtocolAborted` naming the rule (nothing has been released when the server calls this;
+    ``party``: the client that checks, in the active variant, the U3 it is asked to sign)."""
     if len(u3) < min_survivors:
         raise ProtocolAborted(
             str(round),
             f"survivor policy: |U3| = {len(u3)} < min_survivors = {min_survivors} (the dropout bound the session "
             f"was designed for; declare a larger dropout fraction to tolerate more dropouts)",
-            rule="min-survivors",
+            party, rule="min-survivors",
         )
     comps = survivor_components(graph, u3)
     if len(comps) > 1:
@@ -262,7 +264,7 @@ def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: 
             str(round),
             f"survivor policy: the survivors' mask graph G[U3] has {len(comps)} components (sizes {sizes[:5]}); "
             f"unmasking would reveal each component's partial sum",
-            rule="survivors-connected",
+            party, rule="survivors-connected",
         )
 
 
