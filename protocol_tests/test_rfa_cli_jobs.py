@@ -298,3 +298,54 @@ def test_compare_non_empty_out_refused(tmp_path, capsys):
     (out / "notes.txt").write_text("mine")
     assert main(["compare", *TINY, "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- figures
+
+
+def _study_json(tmp_path) -> dict:
+    out = tmp_path / "fig"
+    assert main(["compare", *TINY, "--seeds", "2", "--aggregators", "fedavg,rlr,coordinate-median",
+                 "--corruptions", "omniscient,gaussian,data-poisoning,alie", "--rhos", "0.25", "--jobs", "1", "--no-plots",
+                 "--out", str(out)]) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def _texts(fig) -> str:
+    parts = [t.get_text() for t in fig.texts] + [fig._suptitle.get_text() if fig._suptitle else ""]
+    for ax in fig.axes:
+        parts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+    for leg in fig.legends:
+        parts += [t.get_text() for t in leg.get_texts()]
+    return " ".join(" ".join(parts).split())
+
+
+def test_figures_name_the_study_and_the_band_and_stay_readable(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from rfa.fl import plots
+
+    blob = _study_json(tmp_path)
+    rows, runs, meta = blob["rows"], blob["runs"], blob["meta"]
+    figs = {"rho": plots.accuracy_vs_rho_figure(rows, meta=meta),
+            "calls": plots.accuracy_vs_calls_figure(runs, rows=rows, meta=meta),
+            "privacy": plots.privacy_vs_robustness_figure(rows, meta=meta)}
+    try:
+        for name, fig in figs.items():
+            text = _texts(fig)
+            for needle in ("digits", "linear", "2 rounds", "6 clients", "4 per round", "2 seeds", "modular oracle"):
+                assert needle in text, (name, needle)
+            if name != "privacy":
+                assert "min-max over seeds" in text
+            w, h = fig.get_size_inches()
+            assert 0.9 <= w / h <= 3.2, (name, w, h)  # four corruptions wrap onto two rows, not one 1848x396 strip
+        # plaintext-only aggregators are named where they are not drawn, and marked where they are
+        assert "not drawn: coordinate-median (plaintext-only" in _texts(figs["calls"])
+        assert "coordinate-median (plaintext-only)" in _texts(figs["rho"])
+        # overlapping curves stay distinguishable: line style and marker differ between aggregators
+        lines = [ln for ln in figs["rho"].axes[0].get_lines()]
+        styles = {(ln.get_linestyle(), ln.get_marker()) for ln in lines}
+        assert len(lines) == 3 and len(styles) == 3
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
