@@ -35,10 +35,14 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``rfa`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status (0 ok, 2 usage
+    error, 130 interrupted); usage errors and ``--help`` return instead of raising SystemExit."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = jobs.parse_args(parser, argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line: the status, no exit
+        return int(exc.code or 0) if not isinstance(exc.code, str) else jobs.EXIT_USAGE
     except jobs.UsageError as exc:  # a bad --config file
         prog = "rfa " + argv[0] if argv and argv[0] in COMMANDS else "rfa"
         print(f"{prog}: {exc}", file=sys.stderr)
