@@ -346,3 +346,24 @@ def test_figures_name_the_study_and_the_band_and_stay_readable(tmp_path):
     finally:
         for fig in figs.values():
             plt.close(fig)
+
+
+@pytest.mark.slow
+def test_train_ctrl_c_is_one_line_exit_130(tmp_path):
+    out = tmp_path / "t"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rfa.cli", "train", *TRAIN_TINY, "--rounds", "100000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    lines = [proc.stdout.readline(), proc.stdout.readline(), proc.stdout.readline()]  # header, output, first round
+    assert lines[2].strip().startswith("round"), "".join(lines) + proc.stderr.read()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("rfa train did not stop after Ctrl-C") from None
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"rfa train: interrupted (SIGINT) before the run finished; nothing saved in {out} "
+        "(one run has no partial results: run the command again)"]
