@@ -73,6 +73,7 @@ __all__ = [
     "default_out_dir",
     "prepare_out_dir",
     "config_hash",
+    "atomic_write_text",
     "RunStore",
     "handle_signals",
     "run_parallel",

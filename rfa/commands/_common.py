@@ -108,7 +108,7 @@ def _name_arg(names: Callable[[], tuple[str, ...]], what: str) -> Callable[[str]
     return parse
 
 
-def add_config_arguments(p: argparse.ArgumentParser, base: Any, *, sweep: bool) -> None:
+def add_config_arguments(p: argparse.ArgumentParser, base: Any) -> None:
     """The flags of one federated configuration, shared by ``compare`` and ``train``, validated when
     parsed. ``base`` (an :class:`FLConfig`) supplies the defaults shown in ``--help``; ``None`` means
     "the base configuration's value"."""

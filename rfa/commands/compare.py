@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from rfa import jobs
 
@@ -53,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--full", dest="full", action="store_true",
                       help=f"longer sweep: {full.rounds} rounds, {full.num_clients} clients, 5 seeds")
     p.set_defaults(full=False)
-    common.add_config_arguments(p, base, sweep=True)
+    common.add_config_arguments(p, base)
     for a in p._actions:  # compare alone offers the machine-dependent "auto" oracle
         if a.dest == "oracle":
             a.choices = (*common.ORACLES, "auto")

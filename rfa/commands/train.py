@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from rfa import jobs
 
@@ -33,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="FILE",
                    help="JSON or TOML file whose keys are these flags' names (e.g. rounds = 5, aggregator = \"rfa\"); "
                         "explicit flags override it")
-    common.add_config_arguments(p, base, sweep=False)
+    common.add_config_arguments(p, base)
     g = p.add_argument_group("this run")
     g.add_argument("--aggregator", default=base.aggregator, type=common._name_arg(common.aggregator_names, "aggregator"),
                    help=f"aggregator (default {base.aggregator}; names below)")
