@@ -54,7 +54,9 @@ def _style(aggs: list[str], secure: dict[str, bool] | None = None) -> dict[str, 
     out = {}
     for i, a in enumerate(aggs):
         c = cmap(i % 10)
-        st = {"color": c, "marker": _MARKERS[i % len(_MARKERS)], "linestyle": _LINESTYLES[i % len(_LINESTYLES)]}
+        # markers shrink along the list, so a curve drawn over an equal one leaves the earlier one's rim visible
+        st = {"color": c, "marker": _MARKERS[i % len(_MARKERS)], "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
+              "ms": max(3.0, 7.0 - 0.5 * i)}
         if secure is not None and not secure.get(a, True):
             st["markerfacecolor"] = "white"
         out[a] = st
@@ -82,7 +84,7 @@ def describe_study(rows: list[dict[str, Any]], meta: dict[str, Any] | None = Non
 
 
 def _grid(n_panels: int, width: float = 4.4, height: float = 3.5):
-    ncols = min(MAX_COLS, n_panels)
+    ncols = 2 if n_panels == 4 else min(MAX_COLS, n_panels)  # four panels as 2 x 2, not 3 + 1
     nrows = math.ceil(n_panels / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 0.4, height * nrows + 1.2), squeeze=False)
     flat = list(axes.flat)
@@ -165,7 +167,7 @@ def accuracy_vs_rho_figure(rows: list[dict[str, Any]], title: str = "", meta: di
             mean = [float(np.mean(by_rho[x])) for x in xs]
             lo = [float(np.min(by_rho[x])) for x in xs]
             hi = [float(np.max(by_rho[x])) for x in xs]
-            ax.plot(xs, mean, label=_label(a, secure), **st[a], lw=1.5, ms=5)
+            ax.plot(xs, mean, label=_label(a, secure), **st[a], lw=1.5)
             ax.fill_between(xs, lo, hi, color=st[a]["color"], alpha=0.12, lw=0)
             ylo, yhi = min(ylo, min(lo)), max(yhi, max(hi))
         if len(rhos) > 1:
@@ -209,7 +211,7 @@ def accuracy_vs_calls_figure(runs: list[dict[str, Any]], title: str = "", rows: 
             n = min(len(p) for p in curves)
             xs = np.array([p[0] for p in curves[0][:n]], dtype=float)
             ys = np.array([[p[1] for p in cv[:n]] for cv in curves], dtype=float)
-            ax.plot(xs, ys.mean(0), label=a, **st[a], lw=1.5, ms=4)
+            ax.plot(xs, ys.mean(0), label=a, **st[a], lw=1.5)
             ax.fill_between(xs, ys.min(0), ys.max(0), color=st[a]["color"], alpha=0.12, lw=0)
             ylo, yhi = min(ylo, float(ys.min())), max(yhi, float(ys.max()))
         _panel(ax, ylo, yhi, "no corruption" if c == "none" else f"{c} (rho={rho:g})", "cumulative secure-average calls")
@@ -236,7 +238,7 @@ def privacy_vs_robustness_figure(rows: list[dict[str, Any]], title: str = "", me
     secure_of = _secure_of(rows)
     st = _style(aggs, secure_of)
     rmax = max((float(r["rho"]) for r in rows), default=0.0)
-    fig, ax = plt.subplots(figsize=(7.2, 5.6))
+    fig, ax = plt.subplots(figsize=(7.2, 4.6 + 0.2 * len(aggs)))  # room for a one-column legend
     for a in aggs:
         ra = [r for r in rows if r["aggregator"] == a]
         at_max = defaultdict(list)
@@ -250,7 +252,7 @@ def privacy_vs_robustness_figure(rows: list[dict[str, Any]], title: str = "", me
         down = float(np.mean([float(r.get("bytes_down_per_client_per_round") or 0.0) for r in ra]))
         secure = secure_of[a]
         s = max(float(r["max_effective_weight"]) for r in ra)
-        ax.scatter([up / 1024], [worst], s=80, marker=st[a]["marker"], edgecolors=st[a]["color"],
+        ax.scatter([up / 1024], [worst], s=80, marker=st[a]["marker"], edgecolors=st[a]["color"],  # noqa: E501
                    facecolors=st[a]["color"] if secure else "none", linewidths=1.6,
                    label=f"{a} ({'secure' if secure else 'plaintext-only'}, s={s:.2f}, down {_kib(down)})")
         ax.annotate(a, (up / 1024, worst), textcoords="offset points", xytext=(6, 4), fontsize=7)
@@ -265,7 +267,7 @@ def privacy_vs_robustness_figure(rows: list[dict[str, Any]], title: str = "", me
     ax.set_xlim(lo / 1.2, hi * 1.2)
     ax.set_xlabel("upload bytes per client per round (KiB, log scale)")
     corr_note = "worst corruption" if rmax > 0 else "no corruption"
-    ax.set_ylabel(f"test accuracy at rho={rmax:g}, {corr_note} (%)")
+    ax.set_ylabel(f"accuracy at rho={rmax:g}, {corr_note} (%)")
     ax.grid(alpha=0.3, which="both")
     desc = describe_study(rows, meta)
     subtitle = "; ".join(x for x in (desc, "mean over seeds; hollow: plaintext-only (updates revealed to the server)") if x)
