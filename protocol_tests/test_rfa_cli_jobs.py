@@ -367,3 +367,19 @@ def test_train_ctrl_c_is_one_line_exit_130(tmp_path):
     assert err.strip().splitlines() == [
         f"rfa train: interrupted (SIGINT) before the run finished; nothing saved in {out} "
         "(one run has no partial results: run the command again)"]
+
+
+def test_calls_figure_without_a_secure_aggregator_says_so():
+    import matplotlib.pyplot as plt
+
+    from rfa.fl.plots import accuracy_vs_calls_figure
+
+    runs = [{"config": {"aggregator": "coordinate-median", "corruption": c, "rho": rho}, "final": {"secure_compatible": False},
+             "history": [{"cumulative_oracle_calls": 0, "accuracy": 0.5}]} for c, rho in (("none", 0.0), ("omniscient", 0.1))]
+    fig = accuracy_vs_calls_figure(runs)
+    try:
+        text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+        assert "no secure-compatible aggregator" in text and "coordinate-median" in text
+        assert not any(ax.get_lines() for ax in fig.axes)
+    finally:
+        plt.close(fig)

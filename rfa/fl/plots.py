@@ -170,10 +170,9 @@ def accuracy_vs_rho_figure(rows: list[dict[str, Any]], title: str = "", meta: di
             ax.plot(xs, mean, label=_label(a, secure), **st[a], lw=1.5)
             ax.fill_between(xs, lo, hi, color=st[a]["color"], alpha=0.12, lw=0)
             ylo, yhi = min(ylo, min(lo)), max(yhi, max(hi))
-        if len(rhos) > 1:
-            ax.set_xticks(rhos)
-            pad = 0.05 * (rhos[-1] - rhos[0])
-            ax.set_xlim(rhos[0] - pad, rhos[-1] + pad)
+        ax.set_xticks(rhos)  # ticks at the levels run, never at negative rho
+        pad = 0.05 * (rhos[-1] - rhos[0]) if len(rhos) > 1 else 0.05
+        ax.set_xlim(rhos[0] - pad, rhos[-1] + pad)
         _panel(ax, ylo, yhi, c if c != "none" else "no corruption", "corruption level rho")
     subtitle = "; ".join(x for x in (describe_study(rows, meta), f"mean over seeds, {BAND}") if x)
     return _finish(fig, axes, title or "test accuracy vs corruption level", subtitle)
@@ -194,6 +193,13 @@ def accuracy_vs_calls_figure(runs: list[dict[str, Any]], title: str = "", rows: 
     settings = [("none", 0.0)] + [(c, rmax) for c in dict.fromkeys(r["config"]["corruption"] for r in runs) if c != "none"]
     aggs = list(dict.fromkeys(r["config"]["aggregator"] for r in runs))
     st = _style(aggs)  # the same colours as the other figures
+    desc = describe_study(rows, meta) if rows else ""
+    if not secure_runs:  # only plaintext-only aggregators: say so instead of drawing empty axes
+        fig, axes = _grid(1, width=6.0, height=2.0)
+        axes[0].axis("off")
+        axes[0].text(0.5, 0.5, "no secure-compatible aggregator in this study; not drawn (plaintext-only, no "
+                     f"secure-average call): {', '.join(plain)}", ha="center", va="center", wrap=True, fontsize=9)
+        return _finish(fig, axes, title or "test accuracy vs secure-average calls", desc)
     fig, axes = _grid(len(settings))
     for ax, (c, rho) in zip(axes, settings):
         ylo, yhi = np.inf, -np.inf
@@ -217,7 +223,6 @@ def accuracy_vs_calls_figure(runs: list[dict[str, Any]], title: str = "", rows: 
         _panel(ax, ylo, yhi, "no corruption" if c == "none" else f"{c} (rho={rho:g})", "cumulative secure-average calls")
     note = (f"not drawn: {', '.join(plain)} (plaintext-only: they see every update and make no secure-average call)"
             if plain else "")
-    desc = describe_study(rows, meta) if rows else ""
     subtitle = "; ".join(x for x in (desc, f"mean over seeds, {BAND}") if x)
     return _finish(fig, axes, title or "test accuracy vs secure-average calls", subtitle, note)
 
