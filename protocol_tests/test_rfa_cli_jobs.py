@@ -71,7 +71,7 @@ def test_unknown_aggregator_parameter_lists_the_accepted_ones(capsys, tmp_path):
     err = capsys.readouterr().err
     import inspect
 
-    for name in inspect.signature(aggregators._REGISTRY["rfa"]).parameters:
+    for name in inspect.signature(aggregators.REGISTRY["rfa"]).parameters:
         assert name in err
 
 
