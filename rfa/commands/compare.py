@@ -33,6 +33,7 @@ NAME = "compare"
 HELP = "privacy cost vs robustness: aggregators x corruptions x rho x seeds (quick default < 5 min on 2 CPU cores)"
 COMMAND = "rfa compare"
 OUTPUT_FILES = ("results.csv", "results.json", "table.md", "accuracy_vs_rho.png", "accuracy_vs_calls.png",
+                "leakage_vs_robustness.png",
                 "privacy_vs_robustness.png")
 
 
@@ -69,9 +70,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("running")
     r.add_argument("--jobs", type=jobs.int_arg(1), default=None,
                    help="worker processes for the runs (default: number of CPU cores, at most 4; 1 on CUDA)")
+    lk = r.add_mutually_exclusive_group()
+    lk.add_argument("--leakage", dest="leakage", action="store_true", default=None,
+                    help="also measure each aggregator's privacy cost as reconstruction leakage (rfa leakage's attack "
+                         "at this m; linear model on image data) and plot it against robustness (default with --full)")
+    lk.add_argument("--no-leakage", dest="leakage", action="store_false", help="do not measure leakage (default: quick)")
     r.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_output_arguments(p, NAME, resumable=True)
+
+
+def measure_leakage(base, aggregators, *, trials: int = 2, warn=None) -> dict:
+    """Reconstruction leakage of each aggregator at the study's ``m`` (:mod:`rfa.fl.leakage`): the best
+    SSIM of the server's reconstruction of the target's examples minus its calibration twin's, and the
+    target's largest effective weight ``s``, averaged over ``trials`` rounds. Aggregators whose revealed
+    quantities the attack cannot read (e.g. RLR's packed votes) are left out with a warning."""
+    from rfa.fl import leakage as study
+    from rfa.leakage import LeakageError
+
+    if base.model != "linear":
+        if warn:
+            warn(f"--leakage needs the linear model (the analytic attack); skipped for model {base.model!r}")
+        return {}
+    m = min(int(base.clients_per_round), int(base.num_clients) - 1)
+    out: dict = {}
+    for a in aggregators:
+        cfg = study.LeakageConfig(dataset=base.dataset, partition=base.partition, num_clients=base.num_clients,
+                                  dirichlet_alpha=base.dirichlet_alpha, aggregators=(a,), ms=(m,), trials=trials,
+                                  seed=base.seed)
+        try:
+            cfg.validate()
+            rows = [r for u in study.units(cfg) for r in study.run_unit(cfg, u)]
+        except (LeakageError, study.ConfigError) as exc:
+            if warn:
+                warn(f"--leakage: {a} left out ({exc})")
+            continue
+        (summ,) = study.summarise(rows)
+        out[a] = {"m": m, "trials": trials, "leakage": summ["leakage"], "max_s": summ["max_s"], "ssim": summ["ssim"]}
+    return out
 
 
 def choose_oracle(requested: str, n_calls_estimate: int, m: int, d: int, budget_s: float = 60.0) -> tuple[str, str]:
@@ -248,6 +284,9 @@ def _run(args: argparse.Namespace) -> int:
                     "corruptions": list(sweep.corruptions), "rhos": list(sweep.rhos), "seeds": list(sweep.seeds),
                     "dropout_rate": drop, "wall_time_s": wall, "jobs": n_jobs, "num_clients": data.num_clients,
                     "model_dim": dim}
+            want_leak = args.leakage if args.leakage is not None else bool(args.full)
+            if want_leak:
+                meta["leakage"] = measure_leakage(b, sweep.aggregators, warn=lambda msg: common.warn(COMMAND, msg))
             paths = ex.write_outputs(out, records, meta=meta)
             print()
             print(paths["table"].read_text().rstrip())

@@ -284,13 +284,55 @@ def plot_privacy_vs_robustness(rows: list[dict[str, Any]], path: str | Path, tit
     return _save(privacy_vs_robustness_figure(rows, title, meta), path)
 
 
+def leakage_vs_robustness_figure(rows: list[dict[str, Any]], leakage: dict[str, Any], title: str = "",
+                                 meta: dict[str, Any] | None = None):
+    """Measured privacy cost (reconstruction leakage, ``rfa leakage``'s attack at the study's m) against
+    robustness (accuracy at the largest rho under the worst corruption), one point per aggregator."""
+    aggs = [a for a in dict.fromkeys(r["aggregator"] for r in rows) if a in leakage]
+    secure_of = _secure_of(rows)
+    st = _style(aggs, secure_of)
+    rmax = max((float(r["rho"]) for r in rows), default=0.0)
+    fig, ax = plt.subplots(figsize=(7.2, 4.6 + 0.2 * len(aggs)))
+    for a in aggs:
+        ra = [r for r in rows if r["aggregator"] == a]
+        at_max = defaultdict(list)
+        for r in ra:
+            if float(r["rho"]) == rmax:
+                at_max[r["corruption"]].append(100 * float(r["accuracy"]))
+        if not at_max:
+            at_max["none"] = [100 * float(r["accuracy"]) for r in ra]
+        worst = min(float(np.mean(v)) for v in at_max.values())
+        lk = leakage[a]
+        secure = secure_of[a]
+        ax.scatter([lk["leakage"]], [worst], s=80, marker=st[a]["marker"], edgecolors=st[a]["color"],
+                   facecolors=st[a]["color"] if secure else "none", linewidths=1.6,
+                   label=f"{a} ({'secure' if secure else 'plaintext-only'}, target's s={lk['max_s']:.2f})")
+        ax.annotate(a, (lk["leakage"], worst), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    ax.axvline(0.0, color="0.5", lw=0.8, ls="--")
+    m = next(iter(leakage.values()))["m"] if leakage else "?"
+    trials = next(iter(leakage.values()))["trials"] if leakage else "?"
+    ax.set_xlabel(f"measured leakage: best SSIM of the server's reconstruction minus calibration (m={m}, {trials} trials)")
+    corr_note = "worst corruption" if rmax > 0 else "no corruption"
+    ax.set_ylabel(f"accuracy at rho={rmax:g}, {corr_note} (%)")
+    ax.grid(alpha=0.3)
+    desc = describe_study(rows, meta)
+    subtitle = "; ".join(x for x in (desc, "hollow: plaintext-only (updates revealed); leakage from one local step "
+                                           "of batch 8 in the first round") if x)
+    return _finish(fig, [ax], title or "measured privacy cost vs robustness", subtitle)
+
+
 def plot_all(results_json: dict[str, Any], out_dir: str | Path, prefix: str = "") -> list[Path]:
-    """The three plots from a loaded ``results.json`` into ``out_dir``."""
+    """The plots from a loaded ``results.json`` into ``out_dir`` (three, plus the measured-leakage figure
+    when the study measured leakage)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows, runs, meta = results_json["rows"], results_json["runs"], results_json.get("meta", {})
-    return [
+    paths = [
         plot_accuracy_vs_rho(rows, out / f"{prefix}accuracy_vs_rho.png", meta=meta),
         plot_accuracy_vs_calls(runs, out / f"{prefix}accuracy_vs_calls.png", rows=rows, meta=meta),
         plot_privacy_vs_robustness(rows, out / f"{prefix}privacy_vs_robustness.png", meta=meta),
     ]
+    if meta.get("leakage"):
+        paths.append(_save(leakage_vs_robustness_figure(rows, meta["leakage"], meta=meta),
+                           out / f"{prefix}leakage_vs_robustness.png"))
+    return paths
