@@ -15,6 +15,7 @@ __all__ = [
     "ProtocolViolation",
     "InconsistentView",
     "ProtocolAborted",
+    "InconsistentShares",
     "OverflowRisk",
 ]
 
@@ -67,6 +68,13 @@ class ProtocolAborted(SecAggError):
 
     def __reduce__(self):  # noqa: ANN204 - pickle with the constructor's arguments and attached state
         return (type(self), (self.round, self.reason, self.party), self.__dict__)
+
+
+class InconsistentShares(ProtocolAborted):
+    """The server aborted: the shares of a secret are inconsistent beyond what Reed-Solomon decoding
+    corrects (``floor((r - t) / 2)`` wrong shares among ``r``), or a reconstructed secret disagrees with
+    what it must match (``s_pk``, or the self-mask commitment when commitments are on). Nothing is released.
+    """
 
 
 class OverflowRisk(SecAggError, ValueError):

@@ -55,6 +55,7 @@ from secagg.graph import Graph, complete_graph, find_secagg_plus_params, harary_
 from secagg.keys import SigningKey
 from secagg.ledger import Ledger
 from secagg.messages import ROUNDS, SESSION_SIZE
+from secagg.reconstruct import WrongShare
 from secagg.server import Server
 from secagg.transport import Interceptor, ProcessTransport, Transport, fork_available
 
@@ -145,6 +146,9 @@ class AggregationResult:
         rejected: ``id -> error`` of uploads the server refused.
         graph_name: ``"complete"`` or ``"secagg+"`` as requested (``graph.is_complete`` tells whether
             SecAgg+ fell back to the complete graph).
+        wrong_shares: the round-4 shares robust reconstruction proved wrong and corrected
+            (:class:`~secagg.reconstruct.WrongShare`: sender, secret, owner), in detection order; the
+            senders' later shares were ignored. Empty when every share was right.
     """
 
     sum: np.ndarray
@@ -162,6 +166,12 @@ class AggregationResult:
     client_errors: dict[int, SecAggError] = field(default_factory=dict)
     rejected: dict[int, SecAggError] = field(default_factory=dict)
     graph_name: str = "complete"
+    wrong_shares: tuple[WrongShare, ...] = ()
+
+    @property
+    def cheaters(self) -> frozenset[int]:
+        """The clients that sent at least one wrong share (the senders in :attr:`wrong_shares`)."""
+        return frozenset(w.sender for w in self.wrong_shares)
 
 
 def _validate_inputs(inputs, modulus: int) -> tuple[list[np.ndarray], int, int]:  # noqa: ANN001
@@ -251,7 +261,11 @@ class Session:
         server_class: type[Server] | Callable[..., Server] | None = None,
         interceptor: Interceptor | None = None,
         workers: int = 1,
+        commit_self_masks: bool = False,
     ) -> None:
+        if not isinstance(commit_self_masks, bool):
+            raise InvalidInput(f"commit_self_masks must be a bool, got {commit_self_masks!r}")
+        self.commit_self_masks = commit_self_masks
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or int(workers) < 1:
             raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
         if variant not in VARIANTS:
@@ -284,13 +298,15 @@ class Session:
                 drbg=drbgs[u],
                 pki=self.pki,
                 signing_key=signing[u] if signing else None,
+                commit_self_mask=commit_self_masks,
             )
             for u in range(n)
         }
         del vecs
         cls = server_class or Server
         self.server = cls(
-            n=n, dim=d, modulus=m, threshold=self.threshold, graph=self.graph, variant=variant, session=self.session, pki=self.pki
+            n=n, dim=d, modulus=m, threshold=self.threshold, graph=self.graph, variant=variant, session=self.session, pki=self.pki,
+            commit_self_masks=commit_self_masks,
         )
         self.workers = min(int(workers), n)
         if self.workers > 1 and not fork_available():
@@ -336,6 +352,7 @@ class Session:
             client_errors=dict(tr.client_errors),
             rejected=dict(self.server.rejected),
             graph_name=self.graph_name,
+            wrong_shares=tuple(self.server.wrong_shares),
         )
 
 
@@ -354,6 +371,7 @@ def run_secure_aggregation(
     server_class: type[Server] | Callable[..., Server] | None = None,
     interceptor: Interceptor | None = None,
     workers: int = 1,
+    commit_self_masks: bool = False,
 ) -> AggregationResult:
     """Securely sum ``inputs`` over Z_M with the protocol of Bonawitz et al. (CCS 2017, Figure 4).
 
@@ -375,6 +393,11 @@ def run_secure_aggregation(
         server_class: alternative Server (tests: malicious servers). interceptor: hook on the wire.
         workers: run the clients' computations in this many forked worker processes (``1``, the
             default: in-process). Same result, ledger and errors for any value (module docstring).
+        commit_self_masks: opt-in: every client sends a SHA-256 commitment to its self-mask seed
+            ``b_u``, bound to the session and ``u`` (signed in the active variant), with its round-1
+            shares (32 bytes, +64 signed, per client); the server checks every reconstructed ``b_u``
+            against it, so wrong shares beyond the decoding radius abort instead of corrupting the sum.
+            Off (default): the paper's wire format.
 
     Returns:
         :class:`AggregationResult` with ``sum = sum_{u in U3} x_u mod M``.
@@ -382,6 +405,8 @@ def run_secure_aggregation(
     Raises:
         InvalidInput: bad arguments (before anything runs).
         ProtocolAborted: some round had fewer than t participants (or shares); nothing is released.
+            :class:`~secagg.errors.InconsistentShares` (a subclass) when round-4 shares are wrong
+            beyond what decoding corrects, or a reconstructed secret fails its check.
     """
     return Session(
         inputs,
@@ -397,4 +422,5 @@ def run_secure_aggregation(
         server_class=server_class,
         interceptor=interceptor,
         workers=workers,
+        commit_self_masks=commit_self_masks,
     ).run()

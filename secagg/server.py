@@ -13,6 +13,18 @@ reconstruct still has at least ``t`` live holders (``b_u`` for ``u in U3``; ``s_
 of each. ``H(u)`` (holders of u's shares) = ``{u}`` plus the clients the server forwarded ``u``'s
 ciphertexts to.
 
+Reconstruction in round 4 uses *every* share received, not just ``t``: the shares of each secret are
+checked to lie on one polynomial of degree ``t - 1`` (a dual-code check, cheap), and only on mismatch
+decoded as a Reed-Solomon codeword (:mod:`secagg.reconstruct`), correcting up to
+``floor((r - t) / 2)`` wrong shares among ``r``; their senders are recorded in :attr:`Server.wrong_shares`
+and ignored from then on. Shares inconsistent beyond that, or a reconstructed ``s_sk_v`` that does not
+match ``s_pk_v``, abort with :class:`~secagg.errors.InconsistentShares`.
+
+With ``commit_self_masks`` (opt-in) every round-1 upload must carry the sender's commitment to
+``b_u`` (signed in the active variant; uploads without it, or with a bad signature, are rejected) and
+every reconstructed ``b_u`` is checked against it: together with the ``s_pk`` check this means no
+reconstructed secret goes unchecked, so no wrong sum can be released.
+
 Messages a client sends that fail to parse or disagree with the server's state (wrong session,
 round, sender, recipients) are *rejected*: the client is treated as dropped and the error kept in
 :attr:`Server.rejected`; the protocol continues if the threshold still holds.
@@ -28,9 +40,16 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from secagg import keys, prg, ring, shamir
+from secagg import keys, prg, reconstruct, ring, shamir
 from secagg.client import mask_sign, pairwise_seed
-from secagg.errors import InvalidInput, MalformedMessage, ProtocolAborted, ProtocolViolation, SecAggError
+from secagg.errors import (
+    InconsistentShares,
+    InvalidInput,
+    MalformedMessage,
+    ProtocolAborted,
+    ProtocolViolation,
+    SecAggError,
+)
 from secagg.messages import (
     AdvertiseKeys,
     Ciphertexts,
@@ -43,6 +62,7 @@ from secagg.messages import (
     ShareKeys,
     UnmaskingRequest,
     UnmaskingResponse,
+    commitment_payload,
     consistency_payload,
 )
 
@@ -58,11 +78,15 @@ class Server:
         n: number of clients (ids ``0..n-1``).  dim: vector length d.  modulus: M.  threshold: t.
         graph: :class:`secagg.graph.Graph`.  variant: ``"honest-but-curious"`` or ``"active"``.
         session: 16-byte session id.  pki: ``client id -> Ed25519 verification key`` (public).
+        commit_self_masks: require every round-1 upload to carry a commitment to ``b_u`` (signed in the
+            active variant) and check each reconstructed ``b_u`` against it.
 
     Attributes:
         sets: ``"U1"``..``"U5"`` as they become known.
         rejected: ``client id -> error`` for uploads the server refused.
         keys: ``client id -> (c_pk, s_pk, signature)`` advertised in round 0.
+        wrong_shares: :class:`~secagg.reconstruct.WrongShare` records of the round-4 shares that robust
+            reconstruction proved wrong (their senders' later shares were ignored).
     """
 
     def __init__(
@@ -76,8 +100,11 @@ class Server:
         variant: str,
         session: bytes,
         pki: Mapping[int, bytes] | None = None,
+        commit_self_masks: bool = False,
     ) -> None:
         self.n = int(n)
+        self.commit_self_masks = bool(commit_self_masks)
+        self._commitments: dict[int, bytes] = {}
         self.dim = int(dim)
         self.modulus = int(modulus)
         self.threshold = int(threshold)
@@ -96,6 +123,7 @@ class Server:
         self._acc: np.ndarray | None = None
         self._signatures: dict[int, bytes] = {}
         self._requests: dict[int, UnmaskingRequest] = {}
+        self.wrong_shares: list[reconstruct.WrongShare] = []
 
     # ------------------------------------------------------------------------------------------
     # helpers
@@ -196,6 +224,19 @@ class Server:
             if recipients != expected:
                 self.rejected[cid] = ProtocolViolation("ciphertexts not addressed to exactly the sender's U1 neighbours")
                 continue
+            if (msg.commitment is not None) != self.commit_self_masks or (msg.commitment_signature is not None) != (
+                self.commit_self_masks and self.active
+            ):
+                self.rejected[cid] = ProtocolViolation("self-mask commitment presence does not match the session")
+                continue
+            if msg.commitment is not None:
+                if msg.commitment_signature is not None:
+                    try:
+                        keys.verify_signature(self.pki.get(cid, b""), msg.commitment_signature, commitment_payload(self.session, cid, msg.commitment))
+                    except SecAggError as exc:
+                        self.rejected[cid] = exc
+                        continue
+                self._commitments[cid] = msg.commitment
             got[cid] = msg.ciphertexts
         u2 = frozenset(got)
         self.sets["U2"] = u2
@@ -303,12 +344,16 @@ class Server:
     # round 4: Unmasking
     # ------------------------------------------------------------------------------------------
     def unmasking(self, uploads: Uploads) -> np.ndarray:
-        """Collect shares (U5); reconstruct ``b_u`` (u in U3) and ``s_sk_v`` (v dropped) from exactly t
-        shares each; remove self masks and the dropped clients' pairwise masks; return the sum over U3."""
+        """Collect shares (U5); reconstruct ``b_u`` (u in U3) and ``s_sk_v`` (v dropped) robustly from all
+        the shares received (:func:`secagg.reconstruct.recover`: wrong shares within the decoding radius
+        are corrected and their senders recorded in :attr:`wrong_shares`, more abort with
+        :class:`~secagg.errors.InconsistentShares`); remove self masks and the dropped clients' pairwise
+        masks; return the sum over U3."""
         asked = frozenset(self._requests)
         b_sh: dict[int, dict[int, bytes]] = {}
         k_sh: dict[int, dict[int, bytes]] = {}
         u5: set[int] = set()
+        responses: dict[int, bytes] = {}
         for cid, data in uploads:
             msg = self._accept(UnmaskingResponse, "unmasking", cid, data, asked - u5)
             if msg is None:
@@ -323,6 +368,7 @@ class Server:
                 # reason to abort every reconstruction that would otherwise pick it
                 self.rejected[cid] = MalformedMessage("a share is not an element of the Shamir field")
                 continue
+            responses[cid] = bytes(data)
             for v, sh in msg.b_shares:
                 b_sh.setdefault(v, {})[cid] = sh
             for v, sh in msg.key_shares:
@@ -344,23 +390,43 @@ class Server:
         acc = self._acc
         assert acc is not None
         m = self.modulus
+        # robust reconstruction (secagg.reconstruct): a challenge fixed by every accepted share, then per
+        # secret one interpolation plus a dual-code check, Reed-Solomon decoding only on mismatch; a
+        # client caught with a wrong share is recorded and its later shares are ignored
+        rho = reconstruct.challenge(self.session, (c.to_bytes(4, "big") + responses[c] for c in sorted(responses)))
+        caught: set[int] = set()
+
+        def recover(kind: str, owner: int, shares: dict[int, bytes]) -> bytes:
+            pts = {w: int.from_bytes(sh, "big") for w, sh in shares.items() if w not in caught}
+            if len(pts) < t:
+                raise InconsistentShares("unmasking", f"{len(pts)} shares of {kind}_{owner} left after ignoring wrong senders < t = {t}")
+            got = reconstruct.recover(pts, t, rho, what=f"{kind}_{owner}")
+            for w in got.wrong:
+                self.wrong_shares.append(reconstruct.WrongShare(w, kind, owner))
+                caught.add(w)
+            if got.secret >> 256:
+                raise InconsistentShares("unmasking", f"reconstructed {kind}_{owner} is not a 32-byte secret")
+            return got.secret.to_bytes(32, "big")
+
         try:
-            # every secret from exactly t shares (the t smallest holder ids); each seed derived once
             masks: list[tuple[bytes, str, int]] = []
             for u in sorted(u3):
-                chosen = sorted(b_sh[u])[:t]
-                b_u = shamir.reconstruct({w: b_sh[u][w] for w in chosen}, t, 32)
+                b_u = recover("b", u, b_sh[u])
+                if self.commit_self_masks and reconstruct.self_mask_commitment(self.session, u, b_u) != self._commitments[u]:
+                    raise InconsistentShares("unmasking", f"reconstructed b_{u} does not match its commitment")
                 masks.append((b_u, prg.PURPOSE_SELF, -1))
             for v, survivors in to_cancel.items():
-                chosen = sorted(k_sh[v])[:t]
-                sk = keys.AgreementKey.from_private_bytes(shamir.reconstruct({w: k_sh[v][w] for w in chosen}, t, 32))
+                sk = keys.AgreementKey.from_private_bytes(recover("s_sk", v, k_sh[v]))
                 if sk.public_bytes != self.keys[v][1]:
-                    raise MalformedMessage(f"reconstructed s_sk_{v} does not match its advertised s_pk")
+                    raise InconsistentShares("unmasking", f"reconstructed s_sk_{v} does not match its advertised s_pk")
                 for w in survivors:
                     seed = pairwise_seed(sk, self.keys[w][1], session=self.session, u=v, v=w)
                     masks.append((seed, prg.PURPOSE_PAIRWISE, -mask_sign(w, v)))
             # all masks removed in one streamed pass over acc per group of masks (prg.add_masks)
             prg.add_masks(acc, masks, session=self.session, modulus=m)
+        except ProtocolAborted:
+            self._acc = None
+            raise
         except SecAggError as exc:
             raise self._abort("unmasking", f"reconstruction failed: {exc}") from None
         self._acc = None
