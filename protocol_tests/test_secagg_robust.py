@@ -319,3 +319,27 @@ def test_ledger_and_closed_form_follow_the_commitment_setting(variant: str, grap
         assert cf.total_up == sum(e.nbytes for e in res.ledger if e.direction == "up")
         assert cf.total_down == sum(e.nbytes for e in res.ledger if e.direction == "down")
         assert set(res.ledger.upload_per_client().values()) == {cf.upload_per_client}
+
+
+@pytest.mark.parametrize("variant", ["honest-but-curious", "active"])
+def test_the_modular_backend_prices_commitments_like_the_protocol(variant: str) -> None:
+    from secagg.average import secure_average
+
+    x = np.random.default_rng(0).normal(size=(7, 5))
+    kw = dict(seed=3, variant=variant, dropouts={2: "masked-input", 5: "unmasking"}, commit_self_masks=True)
+    proto = secure_average(x, backend="protocol", **kw)
+    mod = secure_average(x, backend="modular", **kw)
+    assert proto.ledger == mod.ledger
+    assert np.array_equal(proto.average, mod.average)
+    plain = secure_average(x, backend="modular", **{**kw, "commit_self_masks": False})
+    assert mod.ledger.total() - plain.ledger.total() == 7 * (32 + (64 if variant == "active" else 0))
+
+
+def test_simulate_cli_takes_the_commitment_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from secagg.cli import main
+
+    assert main(["simulate", "--clients", "6", "--dim", "4", "--variant", "active", "--commit-self-masks", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["ok"] and rep["commit_self_masks"] is True

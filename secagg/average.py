@@ -285,6 +285,7 @@ def secure_average(
     corrupt_fraction: float = 0.05,
     dropout_fraction: float = 0.05,
     backend: str = "protocol",
+    commit_self_masks: bool = False,
 ) -> SecureAverageResult:
     """Weighted average ``sum_{U3} w_i x_i / sum_{U3} w_i`` of real vectors by one secure aggregation.
 
@@ -302,6 +303,8 @@ def secure_average(
         threshold, graph, variant, dropouts, neighbours, corrupt_fraction, dropout_fraction: passed to
             :func:`secagg.protocol.run_secure_aggregation` (``dropouts``: client -> round at which it drops).
         backend: ``"protocol"`` (the real protocol) or ``"modular"`` (same result without cryptography).
+        commit_self_masks: opt-in self-mask commitments (:func:`secagg.protocol.run_secure_aggregation`);
+            the modular backend prices them in its ledger.
 
     Returns:
         :class:`SecureAverageResult`; the average is over U3 (module docstring: encoding and error bound).
@@ -321,6 +324,7 @@ def secure_average(
     proto_kwargs = dict(
         modulus=vq.modulus, threshold=threshold, graph=graph, variant=variant, dropouts=dropouts, seed=seed,
         neighbours=neighbours, corrupt_fraction=corrupt_fraction, dropout_fraction=dropout_fraction,
+        commit_self_masks=commit_self_masks,
     )
     if backend == "protocol":
         from secagg.protocol import run_secure_aggregation

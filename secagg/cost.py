@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from secagg.ledger import Ledger
 
 __all__ = [
+    "with_commitments",
     "PaperCost",
     "OurCost",
     "paper_model",
@@ -566,6 +567,7 @@ def model_ledger(
     neighbours: int | None = None,
     corrupt_fraction: float = 0.05,
     dropout_fraction: float = 0.05,
+    commit_self_masks: bool = False,
 ) -> "Ledger":
     """The ledger a run of :func:`secagg.protocol.run_secure_aggregation` with these arguments measures,
     computed from the wire format alone (entry for entry, byte for byte; see :func:`simulate_run`).
@@ -576,7 +578,8 @@ def model_ledger(
     :class:`~secagg.errors.ProtocolAborted` (round and reason), with the ledger up to the abort attached
     as ``exc.ledger``, as the protocol does. As a pure cost calculator it also prices active-variant
     thresholds with ``2t <= h`` that the protocol itself refuses (:func:`secagg.protocol.check_active_threshold`);
-    :func:`modular_run` refuses them like the protocol.
+    :func:`modular_run` refuses them like the protocol. ``commit_self_masks``: price the opt-in
+    self-mask commitment (:func:`with_commitments`).
     """
     _check_pos(n, "n")
     _check_pos(d, "d")
@@ -584,11 +587,30 @@ def model_ledger(
         raise InvalidInput(f"variant must be one of {_VARIANTS}, got {variant!r}")
     g, t = _resolve(n, graph, variant, threshold, seed, neighbours, corrupt_fraction, dropout_fraction)
     run = simulate_run(n, d, modulus, graph=g, threshold=t, variant=variant, dropouts=_schedule(dropouts, n))
+    if commit_self_masks:
+        run = with_commitments(run, variant)
     if run.aborted is not None:
         run.aborted.ledger = run.ledger  # type: ignore[attr-defined]
         run.aborted.sets = run.sets  # type: ignore[attr-defined]
         raise run.aborted
     return run.ledger
+
+
+def with_commitments(run: ModelRun, variant: str) -> ModelRun:
+    """``run`` with the opt-in self-mask commitment on: every round-1 upload carries 32 more bytes
+    (96 in the active variant: its Ed25519 signature too; :class:`secagg.messages.ShareKeys`). Nothing
+    else changes: the commitment is checked only when the server reconstructs ``b_u``."""
+    import dataclasses
+
+    from secagg.ledger import Ledger
+
+    msg = _sizes()
+    extra = msg.COMMITMENT_SIZE + (msg.SIGNATURE_SIZE if variant == "active" else 0)
+    entries = (
+        dataclasses.replace(e, nbytes=e.nbytes + extra) if (e.round, e.direction, e.kind) == ("share-keys", "up", "share-keys") else e
+        for e in run.ledger
+    )
+    return dataclasses.replace(run, ledger=Ledger(entries))
 
 
 def modular_run(
@@ -604,12 +626,14 @@ def modular_run(
     neighbours: int | None = None,
     corrupt_fraction: float = 0.05,
     dropout_fraction: float = 0.05,
+    commit_self_masks: bool = False,
 ):  # noqa: ANN201 - (sum, included, ledger)
     """The protocol's outcome without cryptography: ``(sum over U3 mod M, U3, ledger)``.
 
     Same argument checks, graph, threshold, survivor sets and aborts as
     :func:`secagg.protocol.run_secure_aggregation`; the sum is the plain modular sum of the rows in U3
-    (what the unmasked protocol output equals), the ledger comes from :func:`model_ledger`.
+    (what the unmasked protocol output equals), the ledger comes from :func:`model_ledger`
+    (``commit_self_masks`` as there).
     """
     from secagg import ring
     from secagg.protocol import GRAPHS, VARIANTS
@@ -618,6 +642,8 @@ def modular_run(
         raise InvalidInput(f"variant must be one of {VARIANTS}, got {variant!r}")
     if graph not in GRAPHS:
         raise InvalidInput(f"graph must be one of {GRAPHS}, got {graph!r}")
+    if not isinstance(commit_self_masks, bool):
+        raise InvalidInput(f"commit_self_masks must be a bool, got {commit_self_masks!r}")
     m = ring.check_modulus(modulus)
     mat = _ring_matrix(encodings, m, dim)
     if mat is not None:  # a valid (n, dim) matrix over Z_M, checked in one pass (or none: see _ring_matrix)
@@ -637,6 +663,8 @@ def modular_run(
 
     check_active_threshold(g, t, variant)  # the protocol refuses these; so does its cryptography-free twin
     run = simulate_run(n, dim, m, graph=g, threshold=t, variant=variant, dropouts=schedule)
+    if commit_self_masks:
+        run = with_commitments(run, variant)
     if run.aborted is not None:
         run.aborted.ledger = run.ledger  # type: ignore[attr-defined]
         run.aborted.sets = run.sets  # type: ignore[attr-defined]

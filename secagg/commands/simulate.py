@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=float, default=None, help="per-coordinate clip c for --real (default: max |x|)")
     parser.add_argument("--backend", choices=("protocol", "modular"), default="protocol",
                         help="--real: run the protocol, or the bit-identical modular sum without cryptography")
+    parser.add_argument("--commit-self-masks", action="store_true",
+                        help="clients commit to their self-mask seeds in round 1 (opt-in; +32 bytes per client, "
+                             "+64 signed in the active variant): wrong shares can then only abort, never change the sum")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--workers", "-w", type=int, default=1,
                         help="run the clients in W forked worker processes (default 1: in-process; same result)")
@@ -129,6 +132,7 @@ def simulate(
     drops: list[str] | tuple[str, ...] = (),
     seed: int = 0,
     workers: int = 1,
+    commit_self_masks: bool = False,
 ) -> dict[str, Any]:
     """Run one session and return a JSON-friendly report (``ok``, ``matches_plaintext``, ``aborted``,
     ``sets``, ``timings``, ``bytes``, parameters). InvalidInput for bad parameters. ``workers > 1`` runs
@@ -156,6 +160,7 @@ def simulate(
         "bit_width": ring.bit_width(m),
         "graph": graph,
         "variant": variant,
+        "commit_self_masks": commit_self_masks,
         "seed": seed,
         "dropouts": {str(u): r for u, r in sorted(schedule.items())},
     }
@@ -170,6 +175,7 @@ def simulate(
             seed=seed,
             neighbours=neighbours,
             workers=workers,
+            commit_self_masks=commit_self_masks,
         )
     except ProtocolAborted as exc:
         ledger = getattr(exc, "ledger", None)
@@ -257,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
                 clients=args.clients, dim=args.dim, modulus_bits=args.modulus_bits, threshold=args.threshold,
                 graph=args.graph, neighbours=args.neighbours, variant=args.variant, dropout_rate=args.dropout_rate,
                 drops=args.drop, seed=args.seed, weights=args.weights, clip=args.clip, backend=args.backend,
+                commit_self_masks=args.commit_self_masks,
             )
         except SecAggError as exc:
             print(f"secagg simulate: error: {exc}", file=sys.stderr)
@@ -277,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
             drops=args.drop,
             seed=args.seed,
             workers=args.workers,
+            commit_self_masks=args.commit_self_masks,
         )
     except SecAggError as exc:
         print(f"secagg simulate: error: {exc}", file=sys.stderr)
@@ -320,6 +328,7 @@ def simulate_real(
     weights: str | None = None,
     clip: float | None = None,
     backend: str = "protocol",
+    commit_self_masks: bool = False,
 ) -> dict[str, Any]:
     """One secure weighted average of real Gaussian vectors (``secagg.secure_average``); the report says
     whether the result is within the stated error bound of the plaintext weighted average over U3."""
@@ -343,7 +352,8 @@ def simulate_real(
     }
     try:
         res = secure_average(x, w, seed=seed, clip=clip, bits=modulus_bits, threshold=threshold, graph=graph,
-                             variant=variant, dropouts=schedule, neighbours=neighbours, backend=backend)
+                             variant=variant, dropouts=schedule, neighbours=neighbours, backend=backend,
+                             commit_self_masks=commit_self_masks)
     except ProtocolAborted as exc:
         ledger = getattr(exc, "ledger", None)
         report.update(ok=False, within_bound=None, aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
