@@ -343,3 +343,89 @@ def test_simulate_cli_takes_the_commitment_flag(capsys: pytest.CaptureFixture[st
     assert main(["simulate", "--clients", "6", "--dim", "4", "--variant", "active", "--commit-self-masks", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["ok"] and rep["commit_self_masks"] is True
+
+
+# ------------------------------------------------------------------------------------------------
+# round-0 validation on the server
+# ------------------------------------------------------------------------------------------------
+# X25519 points of small order (RFC 7748 / libsodium's blocklist): 0, 1 and a point of order 8
+_LOW_ORDER = [
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+]
+
+
+def _advertise_hook(client: int, edit):  # noqa: ANN001, ANN202
+    from secagg.messages import AdvertiseKeys
+
+    def hook(rnd, direction, cid, data):  # noqa: ANN001, ANN202
+        if rnd == "advertise-keys" and direction == "up" and cid == client:
+            return edit(AdvertiseKeys.from_bytes(data)).to_bytes()
+        return data
+
+    return hook
+
+
+@pytest.mark.parametrize("point", _LOW_ORDER)
+@pytest.mark.parametrize("field_name", ["c_pk", "s_pk"])
+def test_a_low_order_key_drops_only_its_sender(point: bytes, field_name: str) -> None:
+    from secagg.errors import ProtocolViolation
+
+    xs = random_inputs(6, 4, M, 25)
+    res = run_secure_aggregation(
+        xs, modulus=M, threshold=3, seed=26, interceptor=_advertise_hook(2, lambda m: dataclasses.replace(m, **{field_name: point}))
+    )
+    assert isinstance(res.rejected[2], ProtocolViolation)
+    assert res.sets["U1"] == frozenset({0, 1, 3, 4, 5}) and res.client_errors == {}
+    assert np.array_equal(res.sum, _plain(xs, res.included))
+
+
+def test_duplicated_keys_drop_every_advertiser_of_the_key() -> None:
+    from secagg.messages import AdvertiseKeys
+
+    grabbed: dict[int, AdvertiseKeys] = {}
+
+    def hook(rnd, direction, cid, data):  # noqa: ANN001, ANN202
+        if rnd == "advertise-keys" and direction == "up":
+            msg = AdvertiseKeys.from_bytes(data)
+            grabbed[cid] = msg
+            if cid == 4:  # client 4 copies client 1's mask key
+                return dataclasses.replace(msg, s_pk=grabbed[1].s_pk).to_bytes()
+            if cid == 5:  # client 5 uses one key for both purposes
+                return dataclasses.replace(msg, s_pk=msg.c_pk).to_bytes()
+        return data
+
+    xs = random_inputs(8, 4, M, 27)
+    res = run_secure_aggregation(xs, modulus=M, threshold=3, seed=28, interceptor=hook)
+    assert res.sets["U1"] == frozenset({0, 2, 3, 6, 7}) and res.client_errors == {}
+    assert set(res.rejected) == {1, 4, 5}
+    assert np.array_equal(res.sum, _plain(xs, res.included))
+
+
+def test_a_mis_signed_advertisement_drops_only_its_sender() -> None:
+    from secagg.errors import SignatureInvalid
+
+    def forge(m):  # noqa: ANN001, ANN202
+        return dataclasses.replace(m, signature=bytes([m.signature[0] ^ 1]) + m.signature[1:])
+
+    xs = random_inputs(7, 4, M, 29)
+    res = run_secure_aggregation(xs, modulus=M, threshold=5, variant="active", seed=30, interceptor=_advertise_hook(3, forge))
+    assert isinstance(res.rejected[3], SignatureInvalid) and 3 not in res.sets["U1"]
+    assert res.client_errors == {}
+    assert np.array_equal(res.sum, _plain(xs, res.included))
+
+
+def test_too_many_bad_keys_still_abort_in_round_0() -> None:
+    xs = random_inputs(5, 4, M, 31)
+
+    def hook(rnd, direction, cid, data):  # noqa: ANN001, ANN202
+        from secagg.messages import AdvertiseKeys
+
+        if rnd == "advertise-keys" and direction == "up" and cid < 3:
+            return dataclasses.replace(AdvertiseKeys.from_bytes(data), c_pk=bytes(32)).to_bytes()
+        return data
+
+    with pytest.raises(ProtocolAborted) as err:
+        run_secure_aggregation(xs, modulus=M, threshold=3, seed=32, interceptor=hook)
+    assert err.value.round == "advertise-keys"

@@ -25,6 +25,10 @@ With ``commit_self_masks`` (opt-in) every round-1 upload must carry the sender's
 every reconstructed ``b_u`` is checked against it: together with the ``s_pk`` check this means no
 reconstructed secret goes unchecked, so no wrong sum can be released.
 
+Round-0 advertisements are validated before they are forwarded: mis-signed (active), small-order or
+duplicated public keys are rejected (:meth:`Server.advertise_keys`), so one bad key drops its sender
+instead of making every honest client abort.
+
 Messages a client sends that fail to parse or disagree with the server's state (wrong session,
 round, sender, recipients) are *rejected*: the client is treated as dropped and the error kept in
 :attr:`Server.rejected`; the protocol continues if the threshold still holds.
@@ -36,6 +40,7 @@ Malicious servers for tests subclass :class:`Server` and override the message bu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -62,6 +67,7 @@ from secagg.messages import (
     ShareKeys,
     UnmaskingRequest,
     UnmaskingResponse,
+    advertise_payload,
     commitment_payload,
     consistency_payload,
 )
@@ -69,6 +75,14 @@ from secagg.messages import (
 __all__ = ["Server"]
 
 Uploads = Iterable[tuple[int, bytes]]
+
+
+@functools.cache
+def _low_order_probe() -> keys.AgreementKey:
+    """A fixed, public X25519 key: exchanging with it yields the all-zero secret (refused by
+    :meth:`secagg.keys.AgreementKey.agree`) exactly for public keys of small order, since a clamped
+    X25519 scalar is a multiple of the cofactor 8. Nothing secret: it only tests keys."""
+    return keys.AgreementKey.from_private_bytes(bytes(range(1, 33)))
 
 
 class Server:
@@ -175,17 +189,44 @@ class Server:
     # round 0: AdvertiseKeys
     # ------------------------------------------------------------------------------------------
     def advertise_keys(self, uploads: Uploads) -> dict[int, bytes]:
-        """Collect the public keys (U1); send each client the keys of ``U1 ∩ (N(u) ∪ {u})``."""
+        """Collect the public keys (U1); send each client the keys of ``U1 ∩ (N(u) ∪ {u})``.
+
+        Each advertisement is validated before it is forwarded (an honest client receiving a bad key
+        would abort, so one bad key would stop every client): a mis-signed one (active variant), a key
+        of small order (it would give an all-zero, publicly known agreement secret; detected by an
+        X25519 exchange with a fixed probe key, which ``cryptography`` refuses for such points) and every
+        advertisement holding a key value that appears more than once among the uploads (the server
+        cannot tell the original from the copy) are rejected: that client is not in U1.
+        """
         everyone = set(range(self.n))
+        seen: set[int] = set()
         for cid, data in uploads:
-            msg = self._accept(AdvertiseKeys, "advertise-keys", cid, data, everyone - set(self.keys))
+            msg = self._accept(AdvertiseKeys, "advertise-keys", cid, data, everyone - seen)
             if msg is None:
                 continue
             assert isinstance(msg, AdvertiseKeys)
+            seen.add(cid)
             if (msg.signature is not None) != self.active:
                 self.rejected[cid] = ProtocolViolation("signature presence does not match the variant")
                 continue
+            try:
+                if msg.signature is not None:
+                    keys.verify_signature(self.pki.get(cid, b""), msg.signature, advertise_payload(self.session, cid, msg.c_pk, msg.s_pk))
+                for pk in (msg.c_pk, msg.s_pk):
+                    _low_order_probe().agree(pk)
+            except SecAggError as exc:
+                self.rejected[cid] = exc
+                continue
             self.keys[cid] = (msg.c_pk, msg.s_pk, msg.signature)
+        count: dict[bytes, int] = {}
+        for c_pk, s_pk, _ in self.keys.values():
+            for pk in (c_pk, s_pk):
+                count[pk] = count.get(pk, 0) + 1
+        for cid in sorted(self.keys):
+            c_pk, s_pk, _ = self.keys[cid]
+            if count[c_pk] > 1 or count[s_pk] > 1:
+                self.rejected[cid] = ProtocolViolation("advertises a public key that another advertisement (or its other key) repeats")
+                del self.keys[cid]
         u1 = frozenset(self.keys)
         self.sets["U1"] = u1
         self._need("advertise-keys", len(u1), "|U1|")
