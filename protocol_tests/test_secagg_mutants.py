@@ -1,0 +1,135 @@
+"""Tests written to fail when a security-critical line is broken (see ``python -m protocol_tests.mutation``).
+
+Each test names the mutation it kills. They are attacks: a lying server or a broken invariant that an
+adversary could exploit if the guarded check were missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from secagg import shamir
+from secagg.commands.simulate import random_inputs
+from secagg.errors import InconsistentView, ProtocolAborted
+from secagg.messages import UnmaskingRequest, consistency_payload
+from secagg.protocol import Session
+from secagg.server import Server
+
+M = 2**16
+
+
+# ------------------------------------------------------------------------------------------------
+# mutation: a client verifies only the first forwarded round-3 signature
+# ------------------------------------------------------------------------------------------------
+class ForgeLastSignature(Server):
+    """Forwards every genuine signature but replaces the *last* one with a signature by the same
+    client over a different U3 (the first ones verify, so checking only those misses it)."""
+
+    session_obj: Session | None = None
+
+    def unmasking_request_for(self, u: int, round: str) -> UnmaskingRequest:
+        msg = super().unmasking_request_for(u, round)
+        if not msg.signatures:
+            return msg
+        last, _ = msg.signatures[-1]
+        key = type(self).session_obj.clients[last]._signing_key  # the test plays the colluding signer's key
+        other_u3 = tuple(v for v in self.sets["U3"] if v != 0)
+        forged = key.sign(consistency_payload(self.session, other_u3))
+        return dataclasses.replace(msg, signatures=msg.signatures[:-1] + ((last, forged),))
+
+
+def test_every_forwarded_signature_is_verified_not_just_the_first() -> None:
+    session = Session(random_inputs(7, 4, M, 1), modulus=M, threshold=5, seed=2, variant="active", server_class=ForgeLastSignature)
+    ForgeLastSignature.session_obj = session
+    with pytest.raises(ProtocolAborted):
+        session.run()
+    assert all(isinstance(c.aborted, InconsistentView) for c in session.clients.values())
+    assert all(not c.released for c in session.clients.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# mutation: the s_sk and b sharings use the same polynomial randomness
+# ------------------------------------------------------------------------------------------------
+def test_the_two_sharings_of_a_client_use_independent_polynomials(monkeypatch: pytest.MonkeyPatch) -> None:
+    # with the same coefficients a_1..a_{t-1}, share(s_sk)_v - share(b)_v = s_sk - b for every holder v:
+    # any single holder learns s_sk_u - b_u, and once b_u is reconstructed (u survives) the server can
+    # get s_sk_u from one colluding holder and strip every mask off y_u
+    calls: list[dict[int, bytes]] = []
+    real = shamir.split
+
+    def spy(secret, threshold, party_ids, drbg):  # noqa: ANN001, ANN202
+        out = real(secret, threshold, party_ids, drbg)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(shamir, "split", spy)
+    Session(random_inputs(6, 3, M, 3), modulus=M, threshold=3, seed=4).run()
+    assert len(calls) == 12  # two sharings per client, s_sk first
+    p = shamir.PRIME
+    for key_sh, b_sh in zip(calls[0::2], calls[1::2]):
+        diffs = {(int.from_bytes(key_sh[v], "big") - int.from_bytes(b_sh[v], "big")) % p for v in key_sh}
+        assert len(diffs) == len(key_sh)  # a constant difference would be the secret difference
+
+
+# ------------------------------------------------------------------------------------------------
+# mutation: the consistency signature is not bound to the session
+# ------------------------------------------------------------------------------------------------
+def test_consistency_signatures_are_bound_to_the_session() -> None:
+    u3 = (0, 1, 2, 3, 4)
+    assert consistency_payload(bytes(16), u3) != consistency_payload(b"\x01" * 16, u3)
+
+
+class ReplayFromOtherSession(Server):
+    """Replaces client 2's signature by its signature over the *same* U3 in another session (what a
+    server that ran an earlier session with these clients holds)."""
+
+    session_obj: Session | None = None
+
+    def unmasking_request_for(self, u: int, round: str) -> UnmaskingRequest:
+        msg = super().unmasking_request_for(u, round)
+        key = type(self).session_obj.clients[2]._signing_key
+        old = key.sign(consistency_payload(bytes(16), tuple(sorted(self.sets["U3"]))))
+        return dataclasses.replace(msg, signatures=tuple((v, old if v == 2 else s) for v, s in msg.signatures))
+
+
+def test_a_signature_replayed_from_another_session_is_refused() -> None:
+    session = Session(random_inputs(7, 4, M, 5), modulus=M, threshold=5, seed=6, variant="active", server_class=ReplayFromOtherSession)
+    assert session.session != bytes(16)
+    ReplayFromOtherSession.session_obj = session
+    with pytest.raises(ProtocolAborted):
+        session.run()
+    assert all(isinstance(c.aborted, InconsistentView) for c in session.clients.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# mutation: the server's early reconstructibility checks are removed
+# ------------------------------------------------------------------------------------------------
+def _starved_schedule(n: int, k: int, t: int, seed: int, rnd: str, variant: str) -> tuple[int, dict[int, str]]:
+    """A victim u and a schedule dropping all but t - 2 of u's neighbours at ``rnd``: |U_r| stays >= t
+    but b_u has only t - 1 live holders left (u and t - 2 neighbours)."""
+    g = Session(random_inputs(n, 2, M, 0), modulus=M, graph="secagg+", neighbours=k, threshold=t, seed=seed, variant=variant).graph
+    u = 0
+    nbrs = sorted(g.neighbours(u))
+    return u, {v: rnd for v in nbrs[t - 2 :]}
+
+
+@pytest.mark.parametrize(
+    "variant,rnd,t",
+    [("honest-but-curious", "masked-input", 3), ("active", "consistency-check", 4)],
+)
+def test_the_server_aborts_before_asking_for_shares_it_cannot_use(variant: str, rnd: str, t: int) -> None:
+    # without the check the server would send unmasking requests, the other clients would reveal
+    # their shares of every survivor's b, and the run would abort anyway one round later
+    n, k, seed = 14, 6, 7
+    victim, drops = _starved_schedule(n, k, t, seed, rnd, variant)
+    session = Session(
+        random_inputs(n, 3, M, 8), modulus=M, graph="secagg+", neighbours=k, threshold=t, seed=seed, variant=variant, dropouts=drops
+    )
+    with pytest.raises(ProtocolAborted) as err:
+        session.run()
+    assert err.value.party is None and err.value.round == rnd
+    assert f"client {victim}" in err.value.reason
+    assert all(not c.released for c in session.clients.values())
+    assert not any(e.kind == "unmasking-request" for e in err.value.ledger)
