@@ -133,3 +133,52 @@ def test_the_server_aborts_before_asking_for_shares_it_cannot_use(variant: str, 
     assert f"client {victim}" in err.value.reason
     assert all(not c.released for c in session.clients.values())
     assert not any(e.kind == "unmasking-request" for e in err.value.ledger)
+
+
+# ------------------------------------------------------------------------------------------------
+# mutation: the server forwards round-3 signatures without verifying them
+# ------------------------------------------------------------------------------------------------
+def test_a_bad_consistency_signature_drops_its_sender_not_the_session() -> None:
+    # forwarded, one bad signature would make every honest client abort (InconsistentView); the
+    # server verifies each one and drops the sender instead
+    from secagg.errors import SignatureInvalid
+    from secagg.messages import ConsistencySignature
+    from secagg.protocol import run_secure_aggregation
+
+    def hook(rnd, direction, client, data):  # noqa: ANN001, ANN202
+        if rnd == "consistency-check" and direction == "up" and client == 2:
+            msg = ConsistencySignature.from_bytes(data)
+            return dataclasses.replace(msg, signature=bytes([msg.signature[0] ^ 1]) + msg.signature[1:]).to_bytes()
+        return data
+
+    xs = random_inputs(7, 4, M, 9)
+    res = run_secure_aggregation(xs, modulus=M, threshold=5, seed=10, variant="active", interceptor=hook)
+    assert isinstance(res.rejected[2], SignatureInvalid) and 2 not in res.sets["U4"]
+    assert 2 in res.included and res.client_errors == {}
+
+
+# ------------------------------------------------------------------------------------------------
+# mutation: a client accepts a request that declares it dropped
+# ------------------------------------------------------------------------------------------------
+class DeclareRecipientDead(Server):
+    """Asks client 3 for the s_sk share of client 3 itself (the key it never shares with itself: a
+    live client's s_sk with its b would unmask x_3)."""
+
+    def unmasking_request_for(self, u: int, round: str) -> UnmaskingRequest:
+        msg = super().unmasking_request_for(u, round)
+        if u == 3:
+            return dataclasses.replace(
+                msg, survivors=tuple(v for v in msg.survivors if v != 3), dropped=tuple(sorted(msg.dropped + (3,)))
+            )
+        return msg
+
+
+@pytest.mark.parametrize("variant,t", [("honest-but-curious", 3), ("active", 5)])
+def test_a_client_declared_dropped_refuses_and_reveals_nothing(variant: str, t: int) -> None:
+    from secagg.errors import ProtocolViolation
+
+    session = Session(random_inputs(7, 4, M, 11), modulus=M, threshold=t, seed=12, variant=variant, server_class=DeclareRecipientDead)
+    session.run()  # the other six still unmask
+    c = session.clients[3]
+    assert isinstance(c.aborted, ProtocolViolation) and "dropped" in str(c.aborted)
+    assert c.released == {}

@@ -58,6 +58,7 @@ __all__ = [
     "check_weights",
     "decode",
     "recover",
+    "recover_many",
     "self_mask_commitment",
     "COMMITMENT_SIZE",
 ]
@@ -293,3 +294,31 @@ def recover(points: Mapping[int, int], threshold: int, rho: int, *, what: str = 
             return Recovered(f[0] if f else 0, wrong)
     lam = lagrange_at_zero(xs[:t], prime)
     return Recovered(sum(y * li for y, li in zip(ys[:t], lam)) % prime, ())
+
+
+def recover_many(
+    secrets: Iterable[tuple[str, int, Mapping[int, int]]], threshold: int, rho: int, *, prime: int = PRIME
+) -> tuple[list[int], list[WrongShare]]:
+    """Recover a batch of secrets ``(kind, owner, {holder id: share})`` in order, as the server does in
+    round 4: each with :func:`recover`, and once a holder is caught with a wrong share, its shares of
+    every later secret are ignored. Returns the secrets (field elements) and the :class:`WrongShare`
+    records in detection order.
+
+    Raises:
+        InconsistentShares: a secret's shares are inconsistent beyond the decoding radius, or fewer than
+            ``t`` remain once the caught holders are left out.
+    """
+    t = int(threshold)
+    caught: set[int] = set()
+    values: list[int] = []
+    wrong: list[WrongShare] = []
+    for kind, owner, shares in secrets:
+        pts = {w: y for w, y in shares.items() if w not in caught}
+        if len(pts) < t:
+            raise InconsistentShares("unmasking", f"{len(pts)} shares of {kind}_{owner} left after ignoring wrong senders < t = {t}")
+        got = recover(pts, t, rho, what=f"{kind}_{owner}", prime=prime)
+        for w in got.wrong:
+            wrong.append(WrongShare(w, kind, owner))
+            caught.add(w)
+        values.append(got.secret)
+    return values, wrong

@@ -435,29 +435,27 @@ class Server:
         # secret one interpolation plus a dual-code check, Reed-Solomon decoding only on mismatch; a
         # client caught with a wrong share is recorded and its later shares are ignored
         rho = reconstruct.challenge(self.session, (c.to_bytes(4, "big") + responses[c] for c in sorted(responses)))
-        caught: set[int] = set()
 
-        def recover(kind: str, owner: int, shares: dict[int, bytes]) -> bytes:
-            pts = {w: int.from_bytes(sh, "big") for w, sh in shares.items() if w not in caught}
-            if len(pts) < t:
-                raise InconsistentShares("unmasking", f"{len(pts)} shares of {kind}_{owner} left after ignoring wrong senders < t = {t}")
-            got = reconstruct.recover(pts, t, rho, what=f"{kind}_{owner}")
-            for w in got.wrong:
-                self.wrong_shares.append(reconstruct.WrongShare(w, kind, owner))
-                caught.add(w)
-            if got.secret >> 256:
-                raise InconsistentShares("unmasking", f"reconstructed {kind}_{owner} is not a 32-byte secret")
-            return got.secret.to_bytes(32, "big")
+        def ints(shares: dict[int, bytes]) -> dict[int, int]:
+            return {w: int.from_bytes(sh, "big") for w, sh in shares.items()}
 
+        batch = [("b", u, ints(b_sh[u])) for u in sorted(u3)] + [("s_sk", v, ints(k_sh[v])) for v in to_cancel]
         try:
+            values, wrong = reconstruct.recover_many(batch, t, rho)
+            self.wrong_shares.extend(wrong)
+            secrets: dict[tuple[str, int], bytes] = {}
+            for (kind, owner, _), value in zip(batch, values):
+                if value >> 256:
+                    raise InconsistentShares("unmasking", f"reconstructed {kind}_{owner} is not a 32-byte secret")
+                secrets[kind, owner] = value.to_bytes(32, "big")
             masks: list[tuple[bytes, str, int]] = []
             for u in sorted(u3):
-                b_u = recover("b", u, b_sh[u])
+                b_u = secrets["b", u]
                 if self.commit_self_masks and reconstruct.self_mask_commitment(self.session, u, b_u) != self._commitments[u]:
                     raise InconsistentShares("unmasking", f"reconstructed b_{u} does not match its commitment")
                 masks.append((b_u, prg.PURPOSE_SELF, -1))
             for v, survivors in to_cancel.items():
-                sk = keys.AgreementKey.from_private_bytes(recover("s_sk", v, k_sh[v]))
+                sk = keys.AgreementKey.from_private_bytes(secrets["s_sk", v])
                 if sk.public_bytes != self.keys[v][1]:
                     raise InconsistentShares("unmasking", f"reconstructed s_sk_{v} does not match its advertised s_pk")
                 for w in survivors:
