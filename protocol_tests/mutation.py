@@ -82,7 +82,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("client-accepts-declared-dead", "client accepts a request that declares it dropped",
              "secagg/client.py", "if self.id in drop or self.id not in surv:", "if False:", (_MUT, _ADV)),
     Mutation("client-ignores-signed-u3", "client does not compare the request with the U3 it signed",
-             "secagg/client.py", "if surv != u3 & u2:", "if False:", (_ADV, _REV)),
+             "secagg/client.py", "if surv != u3 & u2:", "if False:", (_MUT, _ADV)),
     Mutation("no-early-reconstructibility-check", "server asks for shares of secrets it can no longer reconstruct",
              "secagg/server.py", '(else abort now, before asking)."""\n', '(else abort now, before asking)."""\n        return\n',
              (_MUT, _PROTO)),

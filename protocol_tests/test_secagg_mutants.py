@@ -182,3 +182,39 @@ def test_a_client_declared_dropped_refuses_and_reveals_nothing(variant: str, t: 
     c = session.clients[3]
     assert isinstance(c.aborted, ProtocolViolation) and "dropped" in str(c.aborted)
     assert c.released == {}
+
+
+# ------------------------------------------------------------------------------------------------
+# mutation: a client does not compare the request with the U3 it signed
+# ------------------------------------------------------------------------------------------------
+class HideThenAskBoth(Server):
+    """Has everyone sign a U3 without client 1 (whose y_1 it did receive), asks even clients for
+    s_sk_1 (consistent with the signed U3) and odd clients for b_1 (not): both would unmask y_1."""
+
+    def consistency_request_for(self, u: int):  # noqa: ANN201
+        msg = super().consistency_request_for(u)
+        return dataclasses.replace(msg, survivors=tuple(v for v in msg.survivors if v != 1))
+
+    def _signed_u3_for(self, u: int) -> bytes:
+        return consistency_payload(self.session, self.consistency_request_for(u).survivors)
+
+    def unmasking_request_for(self, u: int, round: str) -> UnmaskingRequest:
+        msg = super().unmasking_request_for(u, round)
+        if u == 1:
+            return msg
+        if u % 2 == 0:
+            return dataclasses.replace(
+                msg, survivors=tuple(v for v in msg.survivors if v != 1), dropped=tuple(sorted(msg.dropped + (1,)))
+            )
+        return msg  # 1 stays among the survivors: a b-share request
+
+
+def test_a_request_disagreeing_with_the_signed_u3_is_refused() -> None:
+    session = Session(random_inputs(8, 4, M, 13), modulus=M, threshold=6, seed=14, variant="active", server_class=HideThenAskBoth)
+    try:
+        session.run()
+    except ProtocolAborted:
+        pass
+    released = set().union(*(c.released.get(1, set()) for u, c in session.clients.items() if u != 1))
+    assert released <= {"s_sk"}
+    assert all(isinstance(session.clients[u].aborted, InconsistentView) for u in (3, 5, 7))
