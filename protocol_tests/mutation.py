@@ -88,7 +88,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              (_MUT, _PROTO)),
     Mutation("server-accepts-mismatched-response", "server accepts a response that does not answer its request",
              "secagg/server.py", "if tuple(v for v, _ in msg.b_shares) != req.survivors", "if False and tuple(v for v, _ in msg.b_shares) != req.survivors",
-             (_ADV, _REV, _ROB)),
+             (_MUT, _ADV, _ROB)),
     Mutation("server-skips-low-order-probe", "server forwards small-order public keys",
              "secagg/server.py", "_low_order_probe().agree(pk)", "pass", (_ROB,)),
     Mutation("server-skips-duplicate-keys", "server forwards duplicated public keys",

@@ -218,3 +218,28 @@ def test_a_request_disagreeing_with_the_signed_u3_is_refused() -> None:
     released = set().union(*(c.released.get(1, set()) for u, c in session.clients.items() if u != 1))
     assert released <= {"s_sk"}
     assert all(isinstance(session.clients[u].aborted, InconsistentView) for u in (3, 5, 7))
+
+
+# ------------------------------------------------------------------------------------------------
+# mutation: the server accepts a response that does not answer its request
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("edit", ["drop-one", "extra-key-share"])
+def test_a_response_that_does_not_answer_the_request_is_rejected(edit: str) -> None:
+    # a client that picks which shares to reveal (fewer, or an s_sk share of a live peer) is refused
+    # as a whole; the others still unmask
+    from secagg.errors import ProtocolViolation
+    from secagg.messages import UnmaskingResponse
+    from secagg.protocol import run_secure_aggregation
+
+    def hook(rnd, direction, client, data):  # noqa: ANN001, ANN202
+        if rnd == "unmasking" and direction == "up" and client == 2:
+            msg = UnmaskingResponse.from_bytes(data)
+            if edit == "drop-one":
+                return dataclasses.replace(msg, b_shares=msg.b_shares[1:]).to_bytes()
+            v, sh = msg.b_shares[0]
+            return dataclasses.replace(msg, key_shares=((v, sh),) + msg.key_shares).to_bytes()
+        return data
+
+    xs = random_inputs(7, 4, M, 15)
+    res = run_secure_aggregation(xs, modulus=M, threshold=4, seed=16, interceptor=hook)
+    assert isinstance(res.rejected[2], ProtocolViolation) and 2 not in res.sets["U5"]
