@@ -243,3 +243,19 @@ def test_a_response_that_does_not_answer_the_request_is_rejected(edit: str) -> N
     xs = random_inputs(7, 4, M, 15)
     res = run_secure_aggregation(xs, modulus=M, threshold=4, seed=16, interceptor=hook)
     assert isinstance(res.rejected[2], ProtocolViolation) and 2 not in res.sets["U5"]
+
+
+# ------------------------------------------------------------------------------------------------
+# mutation: share ciphertexts not bound to their receiver in the associated data
+# ------------------------------------------------------------------------------------------------
+def test_share_associated_data_follows_the_documented_layout() -> None:
+    # secagg.messages documents AAD = "secagg/share/v1" | sender u32 | receiver u32 | session. (A
+    # rerouted ciphertext also fails on the per-direction channel key and the plaintext header; this
+    # pins the third, independent binding.)
+    import struct
+
+    from secagg.messages import share_aad
+
+    session = bytes(range(16))
+    assert share_aad(3, 9, session) == b"secagg/share/v1" + struct.pack(">II", 3, 9) + session
+    assert share_aad(3, 9, session) != share_aad(3, 8, session)

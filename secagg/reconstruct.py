@@ -254,6 +254,8 @@ def decode(xs: Sequence[int], ys: Sequence[int], threshold: int, prime: int = PR
     f, rem = _divmod(r1, v1, prime)
     if rem or len(f) > t:
         return None
+    # exact division g = f v forces v(x_i) = 0 wherever f(x_i) != y_i (g0 vanishes there), and
+    # deg v <= (r - t) / 2, so this count cannot exceed the radius: a defensive re-check
     wrong = sum(1 for x, y in zip(xs, ys) if _eval(f, x, prime) != y)
     if wrong > (r - t) // 2:
         return None
