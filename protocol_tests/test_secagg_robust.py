@@ -429,3 +429,37 @@ def test_too_many_bad_keys_still_abort_in_round_0() -> None:
     with pytest.raises(ProtocolAborted) as err:
         run_secure_aggregation(xs, modulus=M, threshold=3, seed=32, interceptor=hook)
     assert err.value.round == "advertise-keys"
+
+
+# ------------------------------------------------------------------------------------------------
+# the whole protocol under random wrong-share patterns
+# ------------------------------------------------------------------------------------------------
+@settings(max_examples=20)
+@given(st.integers(4, 8), st.data())
+def test_random_wrong_shares_within_the_radius_are_corrected_end_to_end(n: int, data) -> None:  # noqa: ANN001
+    t = data.draw(st.integers(2, n))
+    radius = (n - t) // 2  # every client responds: r = n shares of each b
+    cheaters = data.draw(st.lists(st.integers(0, n - 1), max_size=radius, unique=True))
+    targets = {c: data.draw(st.integers(0, n - 1)) for c in cheaters}
+    xs = random_inputs(n, 3, M, n + t)
+    res = run_secure_aggregation(xs, modulus=M, threshold=t, seed=t, interceptor=_corrupt({c: {("b", o)} for c, o in targets.items()}))
+    assert np.array_equal(res.sum, _plain(xs, res.included))
+    assert set(res.wrong_shares) == {WrongShare(c, "b", o) for c, o in targets.items()}
+
+
+@settings(max_examples=20)
+@given(st.integers(4, 8), st.data())
+def test_with_commitments_any_wrong_shares_give_the_sum_or_an_abort(n: int, data) -> None:  # noqa: ANN001
+    # any number of cheaters, any targets, coordinated or not: never a wrong sum
+    t = data.draw(st.integers(2, n))
+    cheaters = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n - 1, unique=True))
+    owner = data.draw(st.integers(0, n - 1))
+    honest = [v for v in range(n) if v not in cheaters][: t - 1]
+    coordinated = data.draw(st.booleans()) and len(honest) == t - 1
+    hook = _coordinated(owner, honest, cheaters) if coordinated else _corrupt({c: {("b", owner)} for c in cheaters})
+    xs = random_inputs(n, 3, M, 2 * n + t)
+    try:
+        res = run_secure_aggregation(xs, modulus=M, threshold=t, seed=t + 1, interceptor=hook, commit_self_masks=True)
+    except InconsistentShares:
+        return
+    assert np.array_equal(res.sum, _plain(xs, res.included))
