@@ -352,7 +352,7 @@ class Session:
             client_errors=dict(tr.client_errors),
             rejected=dict(self.server.rejected),
             graph_name=self.graph_name,
-            wrong_shares=tuple(self.server.wrong_shares),
+            wrong_shares=tuple(getattr(self.server, "wrong_shares", ())),  # a Server stand-in may not record them
         )
 
 
