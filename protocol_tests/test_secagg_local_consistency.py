@@ -136,34 +136,3 @@ def test_view_bitmaps_round_trip_and_reject_malformed_encodings() -> None:
     for bad in (data[:-1], data + b"\x00", plain.to_bytes() + b"\x00\x00"):
         with pytest.raises(MalformedMessage):
             UnmaskingRequest.from_bytes(bad)
-
-
-def test_a_request_contradicting_the_clients_own_signed_view_is_refused() -> None:
-    # the server has one holder W sign "v dropped", hides W's signature from everyone, and then asks W
-    # for b_v: t other signers do attest "v survived", but W must not act against what it signed
-    n, k, seed = 24, 6, 7
-    probe = Session(random_inputs(n, 3, M, 0), modulus=M, graph="secagg+", neighbours=k, variant="active", seed=seed)
-    v = 0
-    w = min(probe.graph.neighbours(v))
-
-    class OwnListContradiction(Server):
-        def consistency_request_for(self, u: int) -> ConsistencyRequest:
-            msg = super().consistency_request_for(u)
-            if u == w:
-                return dataclasses.replace(msg, survivors=tuple(x for x in msg.survivors if x != v))
-            return msg
-
-        def unmasking_request_for(self, u: int, round: str) -> UnmaskingRequest:
-            msg = super().unmasking_request_for(u, round)
-            keep = [i for i, (s, _) in enumerate(msg.signatures) if s != w]
-            return dataclasses.replace(msg, signatures=tuple(msg.signatures[i] for i in keep),
-                                       views=tuple(msg.views[i] for i in keep))
-
-    session = Session(random_inputs(n, 3, M, 8), modulus=M, graph="secagg+", neighbours=k, variant="active", seed=seed,
-                      server_class=OwnListContradiction)
-    try:
-        session.run()
-    except ProtocolAborted:
-        pass
-    assert isinstance(session.clients[w].aborted, InconsistentView)
-    assert session.clients[w].released == {}
