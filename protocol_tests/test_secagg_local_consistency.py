@@ -113,26 +113,3 @@ def test_neighbourhood_split_view_releases_no_share_of_the_victim(filter_: bool)
     for u in holders + [victim]:
         err = session.clients[u].aborted
         assert isinstance(err, (InconsistentView, ProtocolAborted)), (u, err)
-
-
-def test_view_bitmaps_round_trip_and_reject_malformed_encodings() -> None:
-    from secagg.errors import MalformedMessage
-    from secagg.messages import read_view_bitmap, unmasking_request_size
-
-    closed = (2, 5, 7, 11, 13, 17, 19, 23, 29)  # k + 1 = 9 -> 2 bytes
-    bm = view_bitmap(closed, {5, 13, 29})
-    assert read_view_bitmap(closed, bm) == (5, 13, 29)
-    with pytest.raises(MalformedMessage):
-        read_view_bitmap(closed, bm + b"\x00")
-    with pytest.raises(MalformedMessage):
-        read_view_bitmap(closed, bytes([bm[0], bm[1] | 0x80]))  # a padding bit set
-    sig = bytes(64)
-    req = UnmaskingRequest("consistency-check", bytes(16), 3, (3, 5), (7,), ((2, sig), (5, sig)), (bm, bm))
-    data = req.to_bytes()
-    assert UnmaskingRequest.from_bytes(data) == req
-    assert len(data) == unmasking_request_size(2, 1, 2, len(bm))
-    plain = dataclasses.replace(req, views=())
-    assert len(plain.to_bytes()) == unmasking_request_size(2, 1, 2)
-    for bad in (data[:-1], data + b"\x00", plain.to_bytes() + b"\x00\x00"):
-        with pytest.raises(MalformedMessage):
-            UnmaskingRequest.from_bytes(bad)
