@@ -41,7 +41,7 @@ peer; Bonawitz et al. require ``t > (n + n_C) / 2`` for active security.
   ``sigma_{u,v} = +1 if u > v else -1``, so ``p_{u,v} + p_{v,u} = 0``; uploads ``y_u`` packed.
 * :meth:`Client.consistency_check` (round 3, active only): signs ``(session, U3)``; on SecAgg+ signs
   ``(session, u, U3 ∩ (N(u) ∪ {u}))`` instead (the neighbourhood consistency check).
-* :meth:`Client.unmasking` (round 4): verifies (active, complete graph) every signature of ``U4`` over its own ``U3``
+* :meth:`Client.unmasking` (round 4): verifies (active) every signature of ``U4`` over its own ``U3``
   (:class:`~secagg.errors.InconsistentView` otherwise), checks the server's request (survivors and
   dropped partition exactly its ``V2(u)``; no peer in both; itself a survivor; active: survivors are
   exactly the signed ``U3``), decrypts every ciphertext checking the ``(u, v, session)`` header, and

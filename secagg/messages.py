@@ -36,7 +36,7 @@ Exact layouts (body = what follows the 22-byte header; ``[x]`` present only in t
                                                         | {commitment 32 | [sig G]}                      + c (32 + aG)
     4    ciphertexts            down  1                 m u32 | m x (sender u32 | ciphertext C)       22 + 4 + m (4 + C)
     5    masked-input           up    2                 dim u32 | W u8 | packed vector P(dim)         22 + 5 + P(dim)
-    6    consistency-request    down  2 (active only)   m u32 | m x id u32   (U3; SecAgg+: local)     22 + 4 + 4m
+    6    consistency-request    down  2 (active only)   m u32 | m x id u32   (all of U3)              22 + 4 + 4m
     7    consistency-signature  up    3 (active only)   sig G over consistency_payload(session, U3)   22 + G
     8    unmasking-request      down  2 (hbc) or        ns u32 | ns x id u32 | nd u32 | nd x id u32   22 + 12 + 4 (ns + nd)
                                       3 (active)        | ng u32 | ng x (id u32 | sig G)                 + ng (4 + G)
