@@ -41,7 +41,6 @@ _PRG = "protocol_tests/test_secagg_prg.py"
 _PROTO = "protocol_tests/test_secagg_protocol.py"
 _MSG = "protocol_tests/test_secagg_messages.py"
 _SHAMIR = "protocol_tests/test_secagg_shamir.py"
-_LOC = "protocol_tests/test_secagg_local_consistency.py"
 
 
 @dataclass(frozen=True)
@@ -71,10 +70,6 @@ MUTATIONS: tuple[Mutation, ...] = (
              "secagg/server.py",
              'keys.verify_signature(self.pki.get(cid, b""), msg.signature, advertise_payload(self.session, cid, msg.c_pk, msg.s_pk))',
              "pass", (_ROB,)),
-    Mutation("local-check-skipped", "active SecAgg+: client skips the neighbourhood attestations",
-             "secagg/client.py", "            self._check_local_attestations(msg, surv, u2)\n", "            pass\n", (_LOC,)),
-    Mutation("local-check-no-count", "active SecAgg+: client does not require t attesting signers per peer",
-             "secagg/client.py", "short = sorted(v for v, c in agree.items() if c < self.threshold)", "short = []", (_LOC,)),
     Mutation("server-skips-consistency-signatures", "server accepts round-3 signatures without verifying them",
              "secagg/server.py", 'keys.verify_signature(self.pki.get(cid, b""), msg.signature, self._signed_u3_for(cid))',
              "pass", (_MUT, _ADV)),

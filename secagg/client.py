@@ -39,17 +39,12 @@ peer; Bonawitz et al. require ``t > (n + n_C) / 2`` for active security.
   ``y_u = x_u + PRG(b_u) + sum_{v in V2(u), v != u} sigma_{u,v} PRG(s_{u,v})  (mod M)`` with
   ``s_{u,v} = HKDF(KA(s_sk_u, s_pk_v); session, "pairwise-mask", min(u,v), max(u,v))`` and
   ``sigma_{u,v} = +1 if u > v else -1``, so ``p_{u,v} + p_{v,u} = 0``; uploads ``y_u`` packed.
-* :meth:`Client.consistency_check` (round 3, active only): signs ``(session, U3)``; on SecAgg+ signs
-  ``(session, u, U3 ∩ (N(u) ∪ {u}))`` instead (the neighbourhood consistency check).
+* :meth:`Client.consistency_check` (round 3, active only): signs ``(session, U3)``.
 * :meth:`Client.unmasking` (round 4): verifies (active) every signature of ``U4`` over its own ``U3``
   (:class:`~secagg.errors.InconsistentView` otherwise), checks the server's request (survivors and
   dropped partition exactly its ``V2(u)``; no peer in both; itself a survivor; active: survivors are
   exactly the signed ``U3``), decrypts every ciphertext checking the ``(u, v, session)`` header, and
   sends ``b`` shares of survivors and ``s_sk`` shares of dropped peers, **never both for one peer**.
-  Active SecAgg+: instead of all of U4 it receives the signed neighbourhood views of the signers in its
-  two-hop neighbourhood and requires, for every peer ``v`` of ``V2(u)``, ``t`` signers among
-  ``N(v) ∪ {v}`` attesting the status it is asked to act on, and no forwarded view contradicting it
-  (``O(k)`` signatures per client; the argument is in docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -85,8 +80,6 @@ from secagg.messages import (
     advertise_payload,
     commitment_payload,
     consistency_payload,
-    local_consistency_payload,
-    read_view_bitmap,
     share_aad,
 )
 
@@ -171,8 +164,6 @@ class Client:
         self._pki = dict(pki or {})
         self._signing_key = signing_key
         self._neighbourhood = frozenset(graph.neighbours(self.id)) | {self.id}
-        # active SecAgg+: the consistency check runs over neighbourhoods (docs/protocol.md)
-        self._local = self.active and not graph.is_complete
         self._expect = "advertise_keys"
         self.aborted: SecAggError | None = None
         self.released: dict[int, set[str]] = {}
@@ -365,17 +356,12 @@ class Client:
         stray = [v for v in u3 if v in self._neighbourhood and v not in u2]
         if stray:
             raise ProtocolViolation(f"U3 holds neighbours {stray[:5]} that never shared keys with this client")
-        if self._local and not s3 <= self._neighbourhood:
-            raise ProtocolViolation("the neighbourhood consistency request lists non-neighbours")
-        if len(u3) < self.threshold and not self._local:  # locally, fewer than t is the unmasking check's case
+        if len(u3) < self.threshold:
             raise ProtocolAborted("consistency-check", f"|U3| = {len(u3)} < t = {self.threshold}", party=self.id)
         self._u3 = u3
         self.views["U3"] = s3
         assert self._signing_key is not None
-        if self._local:
-            sig = self._signing_key.sign(local_consistency_payload(self.session, self.id, u3))
-        else:
-            sig = self._signing_key.sign(consistency_payload(self.session, u3))
+        sig = self._signing_key.sign(consistency_payload(self.session, u3))
         self._expect = "unmasking"
         return ConsistencySignature("consistency-check", self.session, self.id, sig).to_bytes()
 
@@ -385,36 +371,6 @@ class Client:
     def unmasking(self, data: bytes) -> bytes:
         """Round 4: check the request, decrypt the shares, reveal ``b_v`` (survivors) or ``s_sk_v`` (dropped)."""
         return self._run("unmasking", self._unmasking, data)
-
-    def _check_local_attestations(self, msg: UnmaskingRequest, surv: frozenset[int], u2: frozenset[int]) -> None:
-        """Active SecAgg+: every forwarded ``(s, signature, view bitmap)`` must verify over
-        ``(session, s, U3 ∩ (N(s) ∪ {s}))``, agree with the request on every peer of ``V2(u)`` it covers,
-        and every peer ``v`` must have its status attested by ``>= t`` signers of ``N(v) ∪ {v}``."""
-        if len(msg.views) != len(msg.signatures):
-            raise InconsistentView("neighbourhood consistency check: signatures without their views")
-        agree = {v: 0 for v in u2}
-        closed_of = {v: frozenset(self.graph.neighbours(v)) | {v} for v in u2}
-        reach = frozenset().union(*closed_of.values())
-        for (s, sig), bitmap in zip(msg.signatures, msg.views):
-            pk = self._pki.get(s)
-            if pk is None or s not in reach:
-                raise InconsistentView(f"signer {s} is not a holder of any peer of this client")
-            closed = tuple(sorted(frozenset(self.graph.neighbours(s)) | {s}))
-            try:
-                alive = read_view_bitmap(closed, bitmap)
-                keys.verify_signature(pk, sig, local_consistency_payload(self.session, s, alive))
-            except (SignatureInvalid, MalformedMessage):
-                raise InconsistentView(f"client {s}'s signed view does not verify") from None
-            alive_set = frozenset(alive)
-            for v in u2:
-                if s in closed_of[v]:
-                    if (v in alive_set) != (v in surv):
-                        raise InconsistentView(f"client {s} signed a different status of client {v}")
-                    agree[v] += 1
-        short = sorted(v for v, c in agree.items() if c < self.threshold)
-        if short:
-            v = short[0]
-            raise ProtocolAborted("unmasking", f"{agree[v]} signers attest the status of client {v} < t = {self.threshold}", party=self.id)
 
     def _unmasking(self, data: bytes) -> bytes:
         msg = UnmaskingRequest.from_bytes(data)
@@ -431,17 +387,7 @@ class Client:
             raise ProtocolViolation("server declares this (live) client dropped")
         if surv | drop != u2:
             raise ProtocolViolation("unmasking request does not partition this client's view of U2")
-        if self._local:
-            assert self._u3 is not None
-            u3 = frozenset(self._u3)
-            self._check_local_attestations(msg, surv, u2)
-            declared_dead = sorted(drop & u3)
-            if declared_dead:
-                raise ProtocolViolation(f"server declares clients {declared_dead[:5]} dropped although this client signed them alive")
-            if surv != u3 & u2:
-                raise InconsistentView("unmasking request disagrees with the neighbourhood this client signed")
-            self.views["U4"] = frozenset(v for v, _ in msg.signatures)
-        elif self.active:
+        if self.active:
             assert self._u3 is not None
             u3 = frozenset(self._u3)
             sig_ids = [v for v, _ in msg.signatures]

@@ -238,16 +238,10 @@ def our_model(
     # survivors (ns includes u itself) and dropped neighbours of a client in U3
     ns = nb(u3, True) + 1
     nd = nb(u2 - u3, False)
-    local = active and kk < n - 1  # active SecAgg+: the neighbourhood consistency check
-    m3 = nb(u3, True) + 1 if local else u3  # ids in the consistency request
-    vb = (kk + 8) // 8 if local else 0
-    if local:  # signers in the two-hop neighbourhood (2k + 1 ring positions of the Harary graph)
-        reach = min(n, 2 * kk + 1)
-        ng = 1 + (reach - 1) * (u4 - 1) / (n - 1) if u4 else 0
     if active:
-        rounds["masked-input"]["down"] += u3 * msg.consistency_request_size(m3)
+        rounds["masked-input"]["down"] += u3 * msg.consistency_request_size(u3)
         rounds["consistency-check"]["up"] = u4 * sig
-        rounds[req_round]["down"] += u4 * msg.unmasking_request_size(ns, nd, ng, vb)
+        rounds[req_round]["down"] += u4 * msg.unmasking_request_size(ns, nd, ng)
     else:
         rounds[req_round]["down"] += u3 * msg.unmasking_request_size(ns, nd, 0)
     resp = msg.unmasking_response_size(ns, nd)
@@ -256,8 +250,8 @@ def our_model(
     down_client = (
         msg.key_list_size(nb(u1, True) + 1, signed)
         + msg.ciphertexts_size(nb(u2, True))
-        + (msg.consistency_request_size(m3) if active else 0)
-        + msg.unmasking_request_size(ns, nd, ng, vb)
+        + (msg.consistency_request_size(u3) if active else 0)
+        + msg.unmasking_request_size(ns, nd, ng)
     )
     total_up = sum(v["up"] for v in rounds.values())
     total_down = sum(v["down"] for v in rounds.values())
@@ -474,22 +468,15 @@ def _simulate(n: int, d: int, modulus: int, graph, t: int, variant: str,  # noqa
                 return ProtocolAborted(rnd, f"mask key of dropped client {v} has {c} live holders < t = {t}")
         return None
 
-    local = active and not graph.is_complete  # the neighbourhood consistency check of active SecAgg+
-    view_bytes = (graph.k + 8) // 8 if local else 0  # ceil((k + 1) / 8): one bit per closed neighbour
-
     def requests(rnd: str, recipients: frozenset[int], ng: int) -> None:
         for u in sorted(recipients):
             ns = len(closed[u] & U3)
             nd = len(((closed[u] - {u}) & U2) - U3)
-            if local:  # the signers among the holders of u's peers V2(u) = N(u) ∪ {u} ∩ U2
-                reach = frozenset().union(*(closed[v] for v in closed[u] & U2))
-                ng = len(sets["U4"] & reach)
-            ledger.record(rnd, "down", u, "unmasking-request", msg.unmasking_request_size(ns, nd, ng, view_bytes))
+            ledger.record(rnd, "down", u, "unmasking-request", msg.unmasking_request_size(ns, nd, ng))
 
     if active:
         for u in sorted(U3):
-            m3 = len(U3 & closed[u]) if local else len(U3)
-            ledger.record("masked-input", "down", u, "consistency-request", msg.consistency_request_size(m3))
+            ledger.record("masked-input", "down", u, "consistency-request", msg.consistency_request_size(len(U3)))
         r = 3
         u4 = set()
         for u in sorted(alive):

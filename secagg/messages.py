@@ -21,9 +21,7 @@ Constants: K = ``KEY_SIZE`` = 32 (X25519 / Ed25519 public key), G = ``SIGNATURE_
 S = ``SHARE_SIZE`` (one Shamir share, :mod:`secagg.shamir`), C = ``CIPHERTEXT_SIZE`` =
 NONCE (12) + ``SHARE_PLAINTEXT_SIZE`` (4 + 4 + 16 + 2 S) + TAG (16) = 52 + 2 S,
 W = ``bit_width(M)``, ``P(d) = ceil(d W / 8)``, ``a`` = 1 for the active variant else 0, ``c`` = 1 with
-self-mask commitments on (opt-in; ``{x}`` present only then) else 0; ``l`` = 1 in active SecAgg+ (the
-neighbourhood consistency check: ``vb = ceil((k + 1) / 8)``, one bitmap of the signer's closed
-neighbourhood per forwarded signature; ``{x}`` in that row present only then) else 0.
+self-mask commitments on (opt-in; ``{x}`` present only then) else 0.
 
 Exact layouts (body = what follows the 22-byte header; ``[x]`` present only in the active variant)::
 
@@ -40,7 +38,6 @@ Exact layouts (body = what follows the 22-byte header; ``[x]`` present only in t
     7    consistency-signature  up    3 (active only)   sig G over consistency_payload(session, U3)   22 + G
     8    unmasking-request      down  2 (hbc) or        ns u32 | ns x id u32 | nd u32 | nd x id u32   22 + 12 + 4 (ns + nd)
                                       3 (active)        | ng u32 | ng x (id u32 | sig G)                 + ng (4 + G)
-                                                        | {vb u16 | ng x view bitmap vb}                 + l (2 + ng vb)
     9    unmasking-response     up    4                 nb u32 | nb x (id u32 | share S) | nk u32 |   22 + 8 + (nb + nk)(4 + S)
                                                         nk x (id u32 | share S)
 
@@ -52,10 +49,8 @@ Who gets what (so the analytical model can count messages; ``H(u)`` = holders of
 u's share-keys message has ``|H(u)| - 1`` ciphertexts, ``H(u) = U1 ∩ (N(u) ∪ {u})`` as u saw it; the
 ciphertexts message to u has one entry per ``v in U2 ∩ N(u)``; the unmasking request to u lists
 ``ns = |U3 ∩ (N(u) ∪ {u})|`` survivors (including u), ``nd = |(U2 \\ U3) ∩ N(u)|`` dropped peers and,
-in the active variant, ``ng = |U4|`` signatures (0 for honest-but-curious; on SecAgg+ only the signers
-in ``T(u) = union of N(v) ∪ {v} over v in V2(u)``, the two-hop neighbourhood, with their view bitmaps);
-u answers with ``nb = ns`` self-mask shares and ``nk = nd`` key shares. The consistency request (active
-only) lists all of U3 on the complete graph, ``U3 ∩ (N(u) ∪ {u})`` on SecAgg+.
+in the active variant, ``ng = |U4|`` signatures (0 for honest-but-curious); u answers with ``nb = ns``
+self-mask shares and ``nk = nd`` key shares. The consistency request (active only) lists all of U3.
 Recipients: key lists go to every u in U1, ciphertexts to every u in U2, the consistency request to
 every u in U3, the unmasking request to every u in U3 (honest-but-curious) or U4 (active); uploads of
 round r come from U_{r+1} (U5 = unmasking responders). A server message is sent (and counted) even
@@ -111,9 +106,6 @@ __all__ = [
     "share_aad",
     "advertise_payload",
     "consistency_payload",
-    "local_consistency_payload",
-    "view_bitmap",
-    "read_view_bitmap",
     "commitment_payload",
     "COMMITMENT_SIZE",
     "advertise_keys_size",
@@ -641,7 +633,6 @@ class UnmaskingRequest(Message):
     survivors: tuple[int, ...] = ()
     dropped: tuple[int, ...] = ()
     signatures: tuple[tuple[int, bytes], ...] = ()
-    views: tuple[bytes, ...] = field(default=(), repr=False)
 
     CODE: ClassVar[int] = 8
     KIND: ClassVar[str] = "unmasking-request"
@@ -652,33 +643,16 @@ class UnmaskingRequest(Message):
         _check_ids(self.survivors, "survivors")
         _check_ids(self.dropped, "dropped")
         _check_pairs(self.signatures, SIGNATURE_SIZE, "signatures")
-        if type(self.views) is not tuple:
-            raise InvalidInput("views must be a tuple of bitmaps")
-        if self.views:
-            if len(self.views) != len(self.signatures):
-                raise InvalidInput("one view bitmap per signature")
-            vb = len(self.views[0])
-            if not 1 <= vb <= 0xFFFF or any(type(v) is not bytes or len(v) != vb for v in self.views):
-                raise InvalidInput("view bitmaps must be bytes of one common length in [1, 65535]")
 
     def _body(self) -> bytes:
-        body = _ids_bytes(self.survivors) + _ids_bytes(self.dropped) + _pairs_bytes(self.signatures)
-        if self.views:
-            body += struct.pack(">H", len(self.views[0])) + b"".join(self.views)
-        return body
+        return _ids_bytes(self.survivors) + _ids_bytes(self.dropped) + _pairs_bytes(self.signatures)
 
     @classmethod
     def _parse_body(cls, r: _Reader, round: str, session: bytes, party: int) -> "UnmaskingRequest":
         s = r.ids()
         d = r.ids()
         g = _read_pairs(r, SIGNATURE_SIZE)
-        views: tuple[bytes, ...] = ()
-        if r.pos < len(r.data):  # the neighbourhood consistency check of active SecAgg+
-            vb = struct.unpack(">H", r.take(2))[0]
-            if vb == 0 or not g:
-                raise MalformedMessage("view bitmaps need a nonzero length and signatures")
-            views = tuple(r.take(vb) for _ in g)
-        return cls._make(round, session, party, s, d, g, views)
+        return cls._make(round, session, party, s, d, g)
 
 
 @dataclass(frozen=True)
@@ -786,32 +760,6 @@ def commitment_payload(session: bytes, party: int, commitment: bytes) -> bytes:
     return b"secagg/commitment-signature/v1" + session + _U32.pack(party) + commitment
 
 
-def local_consistency_payload(session: bytes, party: int, survivors: tuple[int, ...]) -> bytes:
-    """Bytes client ``party`` signs in round 3 of active SecAgg+: the session, its id and its view of
-    ``U3 ∩ (N(party) ∪ {party})`` (the neighbourhood consistency check, docs/protocol.md)."""
-    return b"secagg/local-consistency/v1" + session + _U32.pack(party) + _ids_bytes(tuple(survivors))
-
-
-def view_bitmap(closed: tuple[int, ...], alive: frozenset[int] | set[int]) -> bytes:
-    """Bit ``i`` (LSB first) set iff ``closed[i]`` (a sorted closed neighbourhood) is in ``alive``."""
-    out = bytearray((len(closed) + 7) // 8)
-    for i, v in enumerate(closed):
-        if v in alive:
-            out[i >> 3] |= 1 << (i & 7)
-    return bytes(out)
-
-
-def read_view_bitmap(closed: tuple[int, ...], bitmap: bytes) -> tuple[int, ...]:
-    """Inverse of :func:`view_bitmap`; MalformedMessage on a wrong length or nonzero padding bits."""
-    if len(bitmap) != (len(closed) + 7) // 8:
-        raise MalformedMessage(f"a view bitmap of {len(closed)} neighbours is {(len(closed) + 7) // 8} bytes, got {len(bitmap)}")
-    ids = tuple(v for i, v in enumerate(closed) if bitmap[i >> 3] >> (i & 7) & 1)
-    pad = 8 * len(bitmap) - len(closed)
-    if pad and bitmap[-1] >> (8 - pad):
-        raise MalformedMessage("nonzero padding bits in a view bitmap")
-    return ids
-
-
 def consistency_payload(session: bytes, survivors: tuple[int, ...]) -> bytes:
     """Bytes a client signs in round 3 (active variant): the session and its view of U3."""
     return b"secagg/consistency/v1" + session + _ids_bytes(tuple(survivors))
@@ -853,11 +801,8 @@ def consistency_signature_size() -> int:
     return HEADER_SIZE + SIGNATURE_SIZE
 
 
-def unmasking_request_size(survivors: int, dropped: int, signatures: int, view_bytes: int = 0) -> int:
-    """``22 + 12 + 4 (ns + nd) + ng (4 + G)``, plus ``2 + ng * view_bytes`` with the view bitmaps of the
-    neighbourhood consistency check (active SecAgg+)."""
-    views = 2 + signatures * view_bytes if view_bytes and signatures else 0
-    return HEADER_SIZE + 12 + 4 * (survivors + dropped) + signatures * (4 + SIGNATURE_SIZE) + views
+def unmasking_request_size(survivors: int, dropped: int, signatures: int) -> int:
+    return HEADER_SIZE + 12 + 4 * (survivors + dropped) + signatures * (4 + SIGNATURE_SIZE)
 
 
 def unmasking_response_size(b_shares: int, key_shares: int) -> int:

@@ -70,8 +70,6 @@ from secagg.messages import (
     advertise_payload,
     commitment_payload,
     consistency_payload,
-    local_consistency_payload,
-    view_bitmap,
 )
 
 __all__ = ["Server"]
@@ -332,18 +330,9 @@ class Server:
         self._check_reconstructible("masked-input", u3)
         return self._send_requests("masked-input", u3)
 
-    @property
-    def _local(self) -> bool:
-        """Active SecAgg+: the consistency check runs over neighbourhoods (docs/protocol.md)."""
-        return self.active and not self.graph.is_complete
-
     def consistency_request_for(self, u: int) -> ConsistencyRequest:
-        """The U3 list sent to client ``u`` for signing (override to misbehave): all of U3, or on
-        SecAgg+ ``U3 ∩ (N(u) ∪ {u})``."""
-        u3 = self.sets["U3"]
-        if self._local:
-            u3 = u3 & (frozenset(self.graph.neighbours(u)) | {u})
-        return ConsistencyRequest("masked-input", self.session, u, tuple(sorted(u3)))
+        """The U3 list sent to client ``u`` for signing (override to misbehave)."""
+        return ConsistencyRequest("masked-input", self.session, u, tuple(sorted(self.sets["U3"])))
 
     def _send_requests(self, round: str, recipients: frozenset[int]) -> dict[int, bytes]:
         out = {}
@@ -361,23 +350,14 @@ class Server:
         """
         u3 = self.sets["U3"]
         view = set(self._routed[u]) | {u}
-        if self._local:  # the signers among the holders of u's peers, each with its signed view
-            reach = set().union(*(set(self.graph.neighbours(v)) | {v} for v in view))
-            sigs = tuple(sorted((s, g) for s, g in self._signatures.items() if s in reach))
-            views = tuple(view_bitmap(self._closed_sorted(s), u3) for s, _ in sigs)
-            return UnmaskingRequest(round, self.session, u, tuple(sorted(view & u3)), tuple(sorted(view - u3)), sigs, views)
         sigs = tuple(sorted(self._signatures.items())) if self.active else ()
         return UnmaskingRequest(round, self.session, u, tuple(sorted(view & u3)), tuple(sorted(view - u3)), sigs)
-
-    def _closed_sorted(self, s: int) -> tuple[int, ...]:
-        return tuple(sorted(set(self.graph.neighbours(s)) | {s}))
 
     # ------------------------------------------------------------------------------------------
     # round 3: ConsistencyCheck (active)
     # ------------------------------------------------------------------------------------------
     def consistency_check(self, uploads: Uploads) -> dict[int, bytes]:
-        """Collect signatures over U3 (U4); forward them all with each client's unmasking request (on
-        SecAgg+: the signers of its two-hop neighbourhood, with the views they signed)."""
+        """Collect signatures over U3 (U4); forward them all with each client's unmasking request."""
         if not self.active:
             raise InvalidInput("the consistency check round only exists in the active variant")
         u3 = self.sets["U3"]
@@ -399,8 +379,6 @@ class Server:
         return self._send_requests("consistency-check", u4)
 
     def _signed_u3_for(self, u: int) -> bytes:
-        if self._local:
-            return local_consistency_payload(self.session, u, self.consistency_request_for(u).survivors)
         return consistency_payload(self.session, self.consistency_request_for(u).survivors)
 
     # ------------------------------------------------------------------------------------------
