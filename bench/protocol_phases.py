@@ -187,6 +187,31 @@ def phase_primitive_rows(grid_n: list[int], repeats: int) -> list[dict[str, Any]
     return rows
 
 
+def survivor_policy_rows(grid_n: list[int], repeats: int) -> list[dict[str, Any]]:
+    """Cost of the server's survivor policy (secagg.rules.check_survivor_policy: G[U3] connected and
+    |U3| >= min_survivors) with 5% of the clients missing from U3: the finder's Harary graph (gaps on the
+    ring) and the complete graph (nothing to search), beside one self-mask expansion of d = 10^4 words
+    for scale. Neighbour lists are built before timing (the server has them from round 0)."""
+    from secagg import prg, rules
+    from secagg.drbg import Drbg
+    from secagg.graph import complete_graph, find_secagg_plus_params, harary_graph
+
+    rows = []
+    for n in grid_n:
+        found = find_secagg_plus_params(n)
+        graphs = [("complete", complete_graph(n))]
+        if found is not None and found[0] < n - 1:
+            graphs.append(("secagg+", harary_graph(n, found[0], Drbg(n, b"bench-graph"))))
+        u3 = frozenset(range(n)) - frozenset(range(0, n, 20))
+        for name, g in graphs:
+            tm = time_paired({"policy": lambda g=g: rules.check_survivor_policy("masked-input", g, u3, 1),
+                              "mask": lambda: prg.expand(b"\x01" * 32, session=b"\x02" * 16, purpose=prg.PURPOSE_SELF,
+                                                         dim=10_000, modulus=M_DEFAULT)}, repeats)
+            rows.append({"n": n, "graph": name, "k": g.k, "survivors": len(u3), "policy_s": tm["policy"].median,
+                         "one_mask_d1e4_s": tm["mask"].median})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------
 # engine
 # ------------------------------------------------------------------------------------------------
@@ -442,6 +467,7 @@ def run(quick: bool = False, repeats: int = 3, log=print) -> dict[str, Any]:  # 
         ds, ks = [1000], [2]
     out["mask_primitive"] = primitive_rows(ds, ks, repeats)
     log(f"  mask primitive: {len(out['mask_primitive'])} rows ({time.perf_counter() - t0:.0f} s)")
+    out["survivor_policy"] = survivor_policy_rows([100] if common.SMOKE else [1000, 10000] if quick else [1000, 10000, 100000], repeats)
     out["phase_primitive"] = phase_primitive_rows([5] if common.SMOKE else [10, 100] if quick else [10, 100, 500], repeats)
     grid, budget = engine_grid(quick)
     rows, skipped = [], []

@@ -80,6 +80,10 @@ def render(results: dict[str, Any], images: list[str] | None = None) -> str:
         L += ["### Per-client costs of the other phases (complete graph, one client with n-1 peers)", "",
               md_table(_s(pp["phase_primitive"], ["client_key_agreement_s", "client_shamir_split_s", "client_share_encryption_s",
                                                    "server_reconstruct_one_s", "server_reconstruct_one_cached_s"]))]
+    if pp.get("survivor_policy"):
+        L += ["### Survivor policy (G[U3] connected, |U3| >= min_survivors; 5% of clients missing)", "",
+              md_table(_s(pp["survivor_policy"], ["policy_s", "one_mask_d1e4_s"])),
+              "`one_mask_d1e4_s`: one PRG mask of 10^4 words, for scale (the server expands |U3| of them).", ""]
     if pp.get("engine"):
         cols = ["n", "d", "graph", "k", "t", "variant", "dropout", "wall_s", "advertise-keys/client_mean_s", "share-keys/client_mean_s",
                 "masked-input/client_mean_s", "unmasking/client_mean_s", "masked-input/server_s", "unmasking/server_s",

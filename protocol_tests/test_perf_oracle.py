@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import rfa
 from secagg import ring
 from secagg.average import encode_clients, secure_average
-from secagg.cost import _simulate, _schedule, modular_run, simulate_run
+from secagg.cost import modular_run, simulate_run
 from secagg.discretize import Quantizer, choose_modulus, quantize, quantize_rows, seed_entropy
 from secagg.errors import InvalidInput
 from secagg.graph import complete_graph
@@ -188,7 +188,7 @@ def test_modular_run_matrix_errors_match_list_errors():
 def test_simulate_run_memo_returns_fresh_copies_of_the_uncached_run(drops, variant):
     g = complete_graph(7)
     args = (7, 33, 2**40)
-    ref = _simulate(*args, g, 4, variant, _schedule(drops, 7))
+    ref = simulate_run(*args, graph=g, threshold=4, variant=variant, dropouts=drops, cache=False)
     first = simulate_run(*args, graph=g, threshold=4, variant=variant, dropouts=drops)
     first.ledger.record("unmasking", "up", 0, "junk", 1)  # the caller's copy: the memo must not see it
     first.sets["U1"] = frozenset()

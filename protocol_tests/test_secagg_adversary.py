@@ -90,7 +90,7 @@ def test_wrong_uv_header_inside_the_ciphertext_is_detected(monkeypatch) -> None:
             return super().to_bytes()
 
     monkeypatch.setattr(client_mod, "SharePlaintext", LyingHeader)
-    session = Session(_xs(), modulus=M, threshold=1, seed=2, dropouts={1: "unmasking"})
+    session = Session(_xs(), modulus=M, threshold=2, seed=2, dropouts={1: "unmasking"})
     with pytest.raises(ProtocolAborted) as info:
         session.run()  # every receiver of client 1's shares aborts, so nobody unmasks
     errs = info.value.client_errors

@@ -109,7 +109,8 @@ def test_a_signature_replayed_from_another_session_is_refused() -> None:
 def _starved_schedule(n: int, k: int, t: int, seed: int, rnd: str, variant: str) -> tuple[int, dict[int, str]]:
     """A victim u and a schedule dropping all but t - 2 of u's neighbours at ``rnd``: |U_r| stays >= t
     but b_u has only t - 1 live holders left (u and t - 2 neighbours)."""
-    g = Session(random_inputs(n, 2, M, 0), modulus=M, graph="secagg+", neighbours=k, threshold=t, seed=seed, variant=variant).graph
+    g = Session(random_inputs(n, 2, M, 0), modulus=M, graph="secagg+", neighbours=k, threshold=t, seed=seed, variant=variant,
+                dropout_fraction=0.5).graph
     u = 0
     nbrs = sorted(g.neighbours(u))
     return u, {v: rnd for v in nbrs[t - 2 :]}
@@ -124,8 +125,11 @@ def test_the_server_aborts_before_asking_for_shares_it_cannot_use(variant: str, 
     # their shares of every survivor's b, and the run would abort anyway one round later
     n, k, seed = 14, 6, 7
     victim, drops = _starved_schedule(n, k, t, seed, rnd, variant)
+    # declared for up to half the clients dropping, so the survivor policy (|U3| >= ceil((1 - delta) n),
+    # G[U3] connected) holds and the reconstructibility check is the one that must stop the run
     session = Session(
-        random_inputs(n, 3, M, 8), modulus=M, graph="secagg+", neighbours=k, threshold=t, seed=seed, variant=variant, dropouts=drops
+        random_inputs(n, 3, M, 8), modulus=M, graph="secagg+", neighbours=k, threshold=t, seed=seed, variant=variant, dropouts=drops,
+        dropout_fraction=0.5,
     )
     with pytest.raises(ProtocolAborted) as err:
         session.run()

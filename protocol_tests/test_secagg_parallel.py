@@ -84,21 +84,22 @@ def scenarios(draw):
     sparse = n >= 5 and draw(st.booleans())
     k = 2 * draw(st.integers(1, (n - 2) // 2)) if sparse else None
     holders = (k + 1) if sparse else n
-    t = draw(st.integers(holders // 2 + 1 if variant == "active" else 1, holders))
+    t = draw(st.integers(holders // 2 + 1 if variant == "active" else 2, holders))  # t >= 2 always
     d = draw(st.integers(1, 24))
     m = draw(moduli)
     schedule = draw(st.dictionaries(st.integers(0, n - 1), drop_specs, max_size=n))
-    return n, variant, k, t, d, m, schedule, draw(st.integers(0, 2**32)), draw(st.sampled_from([2, 3]))
+    delta = draw(st.sampled_from([None, 0.5, 0.9])) if sparse else None  # the survivor bound's delta
+    return n, variant, k, t, d, m, schedule, draw(st.integers(0, 2**32)), draw(st.sampled_from([2, 3])), delta
 
 
 @settings(max_examples=45)
 @given(scenarios())
 def test_parallel_run_is_identical_to_serial(case) -> None:  # noqa: ANN001
-    n, variant, k, t, d, m, schedule, seed, workers = case
+    n, variant, k, t, d, m, schedule, seed, workers, delta = case
     xs = random_inputs(n, d, m, seed)
     kw = dict(modulus=m, threshold=t, variant=variant, dropouts=schedule, seed=seed)
     if k is not None:
-        kw.update(graph="secagg+", neighbours=k)
+        kw.update(graph="secagg+", neighbours=k, dropout_fraction=delta)
     serial = _outcome(lambda w: Session(xs, workers=w, **kw), 1)
     event(f"aborted in {serial['aborted'][0]}" if "aborted" in serial else "completed")
     event("with client errors" if serial["client_errors"] else "no client errors")

@@ -12,6 +12,9 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -33,13 +36,16 @@ VARIANTS = ("honest-but-curious", "active")
 # ------------------------------------------------------------------------------------------------
 # an independent model of the survivor sets
 # ------------------------------------------------------------------------------------------------
-def predict(n: int, t: int, graph: Graph, variant: str, schedule: dict[int, tuple[int, bool]]):
+def predict(n: int, t: int, graph: Graph, variant: str, schedule: dict[int, tuple[int, bool]],
+            delta: float | None = None):
     """("abort", round) or ("ok", sets) from the dropout schedule alone (protocol.md + our checks).
 
     A client sends in round r iff it has no dropout, or drops at a later round, or drops at r after
     sending. Clients abort on their own when fewer than t of their neighbourhood (self included)
     appear in the key list (U1) or among the ciphertext senders (U2). The server aborts when a round
-    has < t messages or some secret it must reconstruct has < t live holders.
+    has < t messages or some secret it must reconstruct has < t live holders, and (survivor policy)
+    when U3 is smaller than ceil((1 - delta) n) on a SecAgg+ graph (delta = 0.05 by default) or the
+    survivors' graph G[U3] is disconnected (checked here with a union-find, not the engine's BFS).
     """
 
     def sends(u: int, r: int) -> bool:
@@ -55,6 +61,22 @@ def predict(n: int, t: int, graph: Graph, variant: str, schedule: dict[int, tupl
         return "abort", "share-keys"
     u3 = {u for u in u2 if len(u2 & closed[u]) >= t and sends(u, 2)}
     if len(u3) < t:
+        return "abort", "masked-input"
+    if not graph.is_complete:
+        dl = Fraction(repr(0.05 if delta is None else delta))
+        if len(u3) < math.ceil((1 - dl) * n):
+            return "abort", "masked-input"
+    parent = {u: u for u in u3}
+
+    def find(u: int) -> int:
+        while parent[u] != u:
+            u = parent[u]
+        return u
+
+    for u in u3:
+        for v in closed[u] & u3:
+            parent[find(u)] = find(v)
+    if len({find(u) for u in u3}) > 1:
         return "abort", "masked-input"
 
     def reconstructible(alive: set[int]) -> bool:
@@ -102,25 +124,26 @@ def scenarios(draw):
     k = draw(st.integers(1, (n - 2) // 2)).__mul__(2) if sparse else None
     holders = (k + 1) if sparse else n
     # active variant: 2t > holders, else the run is refused (secagg.protocol.check_active_threshold)
-    t = draw(st.integers(holders // 2 + 1 if variant == "active" else 1, holders))
+    t = draw(st.integers(holders // 2 + 1 if variant == "active" else 2, holders))  # t >= 2 always
     d = draw(st.integers(1, 50))
     m = draw(moduli)
     schedule = draw(st.dictionaries(st.integers(0, n - 1), drop_specs, max_size=n))
     seed = draw(st.integers(0, 2**32))
-    return n, variant, k, t, d, m, schedule, seed
+    delta = draw(st.sampled_from([None, 0.3, 0.9])) if sparse else None  # the survivor bound's delta
+    return n, variant, k, t, d, m, schedule, seed, delta
 
 
 @settings(max_examples=45)
 @given(scenarios())
 def test_exact_sum_over_u3_under_any_dropout_schedule(case) -> None:  # noqa: ANN001
-    n, variant, k, t, d, m, schedule, seed = case
+    n, variant, k, t, d, m, schedule, seed, delta = case
     xs = random_inputs(n, d, m, seed)
     kwargs = dict(modulus=m, threshold=t, variant=variant, dropouts=schedule, seed=seed)
     if k is not None:
-        kwargs.update(graph="secagg+", neighbours=k)
+        kwargs.update(graph="secagg+", neighbours=k, dropout_fraction=delta)
     session = Session(xs, **kwargs)
     parsed = {u: (ROUNDS.index(s.split(":")[0]), s.endswith(":after")) for u, s in schedule.items()}
-    expect = predict(n, t, session.graph, variant, parsed)
+    expect = predict(n, t, session.graph, variant, parsed, delta)
     if expect[0] == "abort":
         with pytest.raises(ProtocolAborted) as info:
             session.run()
@@ -148,7 +171,7 @@ def test_exact_sum_over_u3_under_any_dropout_schedule(case) -> None:  # noqa: AN
 def heavy_dropouts(draw):
     n = draw(st.integers(3, 12))
     variant = draw(st.sampled_from(VARIANTS))
-    t = draw(st.integers(n // 2 + 1 if variant == "active" else max(1, n // 2), n))
+    t = draw(st.integers(n // 2 + 1 if variant == "active" else max(2, n // 2), n))
     schedule = draw(st.dictionaries(st.integers(0, n - 1), drop_specs, min_size=1, max_size=n))
     sparse = n >= 6 and draw(st.booleans())
     t_sparse = max(2, min(t, 3)) if variant == "active" else min(t, 3)  # k = 2: 3 holders, active needs 2t > 3
@@ -162,10 +185,10 @@ def test_heavy_dropouts_abort_exactly_when_predicted(case) -> None:  # noqa: ANN
     n, variant, k, t, schedule, seed = case
     m = 2**10
     xs = random_inputs(n, 3, m, seed)
-    kw = dict(graph="secagg+", neighbours=k) if k else {}
+    kw = dict(graph="secagg+", neighbours=k, dropout_fraction=0.9) if k else {}  # connectivity still checked
     session = Session(xs, modulus=m, threshold=t, variant=variant, dropouts=schedule, seed=seed, **kw)
     parsed = {u: (ROUNDS.index(s.split(":")[0]), s.endswith(":after")) for u, s in schedule.items()}
-    expect = predict(n, t, session.graph, variant, parsed)
+    expect = predict(n, t, session.graph, variant, parsed, 0.9 if k else None)
     if expect[0] == "abort":
         with pytest.raises(ProtocolAborted) as info:
             session.run()
@@ -239,7 +262,7 @@ def test_pairwise_masks_cancel(n: int, d: int, m: int, seed: int, sparse: bool) 
     xs = random_inputs(n, d, m, seed)
     ups: dict[int, bytes] = {}
     kw = dict(graph="secagg+", neighbours=2) if sparse and n >= 4 else {}
-    session = Session(xs, modulus=m, threshold=1, seed=seed, interceptor=_capture_uploads(ups), **kw)
+    session = Session(xs, modulus=m, threshold=2, seed=seed, interceptor=_capture_uploads(ups), **kw)
     session.run()
     total = ring.zeros(d, m)
     for u, data in ups.items():
@@ -251,16 +274,19 @@ def test_pairwise_masks_cancel(n: int, d: int, m: int, seed: int, sparse: bool) 
 
 
 @pytest.mark.parametrize("m", [2**32, 65521])
-def test_client_without_neighbours_adds_only_its_self_mask(m: int) -> None:
-    """Client 1 never shares keys, so client 0's U2 view is {0}: y_0 = x_0 + PRG(b_0), zero pairwise mask."""
+def test_client_without_neighbours_aborts_instead_of_sending_its_input_under_a_self_mask(m: int) -> None:
+    """Client 1 never shares keys, so client 0's U2 view is {0}: its y_0 would be x_0 + PRG(b_0) with a
+    self mask only, which the server strips in round 4, releasing x_0 in the clear. With t >= 2 (always)
+    client 0 aborts before sending y_0, and t = 1 is refused up front."""
     xs = random_inputs(2, 30, m, 3)
     ups: dict[int, bytes] = {}
-    session = Session(xs, modulus=m, threshold=1, seed=3, dropouts={1: "share-keys"}, interceptor=_capture_uploads(ups))
-    res = session.run()
-    y0 = MaskedInput.from_bytes(ups[0]).vector(m)
-    ring.sub_into(y0, _self_mask(session, 0, 30, m), m)
-    assert np.array_equal(y0, xs[0])
-    assert res.included == (0,) and np.array_equal(res.sum, xs[0])
+    with pytest.raises(InvalidInput, match="t = 1 < 2"):
+        Session(xs, modulus=m, threshold=1, seed=3, dropouts={1: "share-keys"})
+    session = Session(xs, modulus=m, threshold=2, seed=3, dropouts={1: "share-keys"}, interceptor=_capture_uploads(ups))
+    with pytest.raises(ProtocolAborted) as info:
+        session.run()
+    assert info.value.round == "share-keys" and "|U2|" in info.value.reason
+    assert 0 not in ups and not any(e.kind == "masked-input" for e in info.value.ledger)
 
 
 @pytest.mark.parametrize("m", [2**4, 2**8, 17, 251])
@@ -366,7 +392,8 @@ def test_secagg_plus_run_uses_the_graph() -> None:
     """On a Harary graph, a client's key list and share ciphertexts cover only its neighbours."""
     n, k = 16, 4
     xs = random_inputs(n, 10, 2**12, 9)
-    res = run_secure_aggregation(xs, modulus=2**12, graph="secagg+", neighbours=k, seed=9, dropouts={3: "masked-input"})
+    res = run_secure_aggregation(xs, modulus=2**12, graph="secagg+", neighbours=k, seed=9, dropouts={3: "masked-input"},
+                                 dropout_fraction=0.1)
     assert res.graph.k == k and not res.graph.is_complete
     from secagg.messages import key_list_size, share_keys_size
 

@@ -67,6 +67,7 @@ import numpy as np
 import torch
 
 from secagg.errors import InvalidInput, ProtocolAborted
+from secagg.rounds import Variant
 
 __all__ = [
     "OracleCall",
@@ -88,8 +89,6 @@ __all__ = [
 CHUNK_ELEMENTS = 1 << 22
 """Largest number of float64 temporaries (``m x chunk``) a chunked pass allocates (32 MiB)."""
 
-_HBC_ROUNDS = ("advertise-keys", "share-keys", "masked-input", "unmasking")
-_ACTIVE_ROUNDS = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -745,11 +744,11 @@ class SecAggOracle(SecureAverageOracle):
     def _schedule(self, index: int, m: int, call_seed: bytes) -> dict[int, str]:
         out: dict[int, str] = {}
         if self.dropout_rate > 0:
-            rounds = _ACTIVE_ROUNDS if self.options.get("variant") == "active" else _HBC_ROUNDS
+            rounds = Variant(self.options.get("variant", Variant.HONEST_BUT_CURIOUS)).rounds
             rng = np.random.default_rng(int.from_bytes(hashlib.sha256(b"dropouts" + call_seed).digest(), "big"))
             drop = rng.random(m) < self.dropout_rate
             which = rng.integers(0, len(rounds), size=m)
-            out.update({int(i): rounds[int(which[i])] for i in range(m) if drop[i]})
+            out.update({int(i): rounds[int(which[i])].value for i in range(m) if drop[i]})
         if self.dropouts is not None:
             sched = self.dropouts(index, m) if callable(self.dropouts) else self.dropouts
             for k, r in dict(sched).items():
@@ -814,17 +813,21 @@ class SecAggOracle(SecureAverageOracle):
             xs = np.array(xs, dtype=np.float64)
             xs[list(refused)] = 0.0
             b[list(refused)] = wb
-            rounds = _ACTIVE_ROUNDS if self.options.get("variant") == "active" else _HBC_ROUNDS
+            rounds = Variant(self.options.get("variant", Variant.HONEST_BUT_CURIOUS)).rounds
             stop = rounds.index("masked-input")
             for k in refused:
                 if k not in schedule or rounds.index(schedule[k]) > stop:
                     schedule[k] = "masked-input"
+        opts = self.options
+        if self.dropout_rate > 0 and opts.get("graph") == "secagg+" and opts.get("dropout_fraction") is None:
+            # the SecAgg+ graph is designed for the dropout rate this oracle declares (finder and survivor bound)
+            opts = dict(opts, dropout_fraction=self.dropout_rate)
         special = {k: dv for k, dv in deviations.items() if dv.ring_element is not None or dv.skip_clipping}
         if special:
             res = self._deviating_average(xs, b.numpy(), cseed, c, wb, schedule, special)
         else:
             res = secure_average(xs, b.numpy(), seed=cseed, clip=c, max_weight=wb, dropouts=schedule or None,
-                                 backend=self.backend, **self.options)
+                                 backend=self.backend, **opts)
         del xs
         out = np.asarray(res.average, dtype=np.float64)
         rbound = float(res.error_bound)
@@ -892,8 +895,8 @@ class SecAggOracle(SecureAverageOracle):
 
 class ModularOracle(SecAggOracle):
     """:class:`SecAggOracle` with ``backend="modular"``: the same discretization (same seeds, same rounding,
-    same dropouts) and the same sum over ``Z_M`` without running the masks; the ledger comes from the
-    analytical cost model. Outputs are bit-identical to :class:`SecAggOracle` with the same ``seed`` and
+    same dropouts) and the same sum over ``Z_M`` without running the masks; the ledger is measured on
+    the protocol's transport by the cryptography-free client/server pair (:mod:`secagg.modular`). Outputs are bit-identical to :class:`SecAggOracle` with the same ``seed`` and
     options (masks cancel exactly), which makes long training runs affordable."""
 
     name = "modular"

@@ -23,6 +23,7 @@ from secagg.errors import (
     ProtocolViolation,
     SecAggError,
     SignatureInvalid,
+    StateError,
 )
 
 __version__ = "0.1.0"
@@ -32,6 +33,10 @@ _LAZY = {
     "run_secure_aggregation": "secagg.protocol",
     "AggregationResult": "secagg.protocol",
     "ROUNDS": "secagg.protocol",
+    "Round": "secagg.rounds",
+    "Variant": "secagg.rounds",
+    "SessionParams": "secagg.protocol",
+    "PROTOCOLS": "secagg.protocol",
     "Ledger": "secagg.ledger",
     "secure_average": "secagg.average",
     "SecureAverageResult": "secagg.average",
@@ -52,6 +57,7 @@ __all__ = [
     "ProtocolViolation",
     "SecAggError",
     "SignatureInvalid",
+    "StateError",
     *_LAZY,
 ]
 

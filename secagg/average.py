@@ -38,8 +38,9 @@ keep ~9 significant digits; with the default 32 bits and 100 clients ``K ~ 2 * 1
 ``result.error_bound``: it is about ``2 n / (s * sum_{U3} omega_i)``.
 
 ``backend="modular"`` performs the identical discretization (same seeded rounding draws, same survivor
-sets and aborts) and sums the encodings over ``Z_M`` without masks or cryptography; its ledger comes
-from the analytical model (:func:`secagg.cost.model_ledger`). For the same seed its result is
+sets and aborts) and sums the encodings over ``Z_M`` without masks or cryptography; its ledger is
+measured on the protocol's transport by the cryptography-free pair of :mod:`secagg.modular`
+(:func:`secagg.cost.modular_run`). For the same seed its result is
 bit-identical to ``backend="protocol"``.
 """
 
@@ -293,8 +294,10 @@ def secure_average(
     dropouts: Mapping[int, str] | None = None,
     neighbours: int | None = None,
     corrupt_fraction: float = 0.05,
-    dropout_fraction: float = 0.05,
+    dropout_fraction: float | None = None,
     backend: str = "protocol",
+    min_survivors: int | None = None,
+    protocol: str = "bonawitz",
     commit_self_masks: bool = False,
 ) -> SecureAverageResult:
     """Weighted average ``sum_{U3} w_i x_i / sum_{U3} w_i`` of real vectors by one secure aggregation.
@@ -312,8 +315,10 @@ def secure_average(
             forced ``scale`` that can wrap raises :class:`OverflowRisk` before anything runs.
         max_weight: public bound ``W >= w_i`` used to normalise weights (default ``max w_i``, derived from
             the data and released like the default clip).
-        threshold, graph, variant, dropouts, neighbours, corrupt_fraction, dropout_fraction: passed to
-            :func:`secagg.protocol.run_secure_aggregation` (``dropouts``: client -> round at which it drops).
+        threshold, graph, variant, dropouts, neighbours, corrupt_fraction, dropout_fraction, min_survivors,
+            protocol: passed to :func:`secagg.protocol.run_secure_aggregation` (``dropouts``: client -> round
+            at which it drops; ``dropout_fraction``: the delta a SecAgg+ graph is designed for, which also
+            sets the survivor bound; ``protocol="plaintext"``: clients send their encodings in the clear).
         backend: ``"protocol"`` (the real protocol) or ``"modular"`` (same result without cryptography).
         commit_self_masks: opt-in self-mask commitments (:func:`secagg.protocol.run_secure_aggregation`);
             the modular backend prices them in its ledger.
@@ -336,7 +341,7 @@ def secure_average(
     proto_kwargs = dict(
         modulus=vq.modulus, threshold=threshold, graph=graph, variant=variant, dropouts=dropouts, seed=seed,
         neighbours=neighbours, corrupt_fraction=corrupt_fraction, dropout_fraction=dropout_fraction,
-        commit_self_masks=commit_self_masks,
+        min_survivors=min_survivors, protocol=protocol, commit_self_masks=commit_self_masks,
     )
     if backend == "protocol":
         from secagg.protocol import run_secure_aggregation

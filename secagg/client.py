@@ -53,7 +53,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from secagg import keys, prg, reconstruct, ring, shamir
+from secagg import keys, prg, reconstruct, ring, rules, shamir
 from secagg.drbg import Drbg
 from secagg.errors import (
     DecryptionFailed,
@@ -64,7 +64,9 @@ from secagg.errors import (
     ProtocolViolation,
     SecAggError,
     SignatureInvalid,
+    StateError,
 )
+from secagg.rounds import VARIANTS, Round
 from secagg.messages import (
     AdvertiseKeys,
     Ciphertexts,
@@ -85,7 +87,6 @@ from secagg.messages import (
 
 __all__ = ["Client", "PURPOSE_CHANNEL", "PURPOSE_PAIRWISE_SEED", "VARIANTS", "pairwise_seed", "channel_keys", "mask_sign"]
 
-VARIANTS = ("honest-but-curious", "active")
 PURPOSE_CHANNEL = "share-channel"
 PURPOSE_PAIRWISE_SEED = "pairwise-mask"
 
@@ -125,10 +126,14 @@ class Client:
         session: 16-byte session id.  drbg: this client's private randomness.
         pki: ``client id -> Ed25519 verification key`` (active variant; public).
         signing_key: this client's Ed25519 key registered in ``pki`` (active variant).
+        min_survivors: the session's survivor bound (public); in the active variant the client refuses to
+            sign a U3 that breaks the survivor policy (default ``t``).
         commit_self_mask: send a commitment to ``b_u`` with the round-1 shares (signed in the active
             variant; :func:`secagg.reconstruct.self_mask_commitment`).
 
     Attributes:
+        expected_round: the round whose method may be called next (None once the client has finished
+            or aborted); any other call raises :class:`~secagg.errors.StateError`.
         aborted: the error that made this client abort, or None.
         released: ``peer -> share types revealed for it`` (``"b"``, ``"s_sk"``); never both.
         views: the sets this client saw (``"U1"``, ``"U2"``, ``"U3"``, ``"U4"``), restricted to its
@@ -148,6 +153,7 @@ class Client:
         drbg: Drbg,
         pki: Mapping[int, bytes] | None = None,
         signing_key: keys.SigningKey | None = None,
+        min_survivors: int | None = None,
         commit_self_mask: bool = False,
     ) -> None:
         self.id = int(id)
@@ -163,8 +169,9 @@ class Client:
         self._drbg = drbg
         self._pki = dict(pki or {})
         self._signing_key = signing_key
-        self._neighbourhood = frozenset(graph.neighbours(self.id)) | {self.id}
-        self._expect = "advertise_keys"
+        self.min_survivors = self.threshold if min_survivors is None else int(min_survivors)
+        self._neighbourhood = graph.closed_neighbourhood(self.id)
+        self.expected_round: Round | None = Round.ADVERTISE_KEYS
         self.aborted: SecAggError | None = None
         self.released: dict[int, set[str]] = {}
         self.views: dict[str, frozenset[int]] = {}
@@ -178,24 +185,23 @@ class Client:
         self._recv_keys: dict[int, bytes] = {}
         if self.active and (signing_key is None or self._pki.get(self.id) != signing_key.public_bytes):
             raise ProtocolViolation("active variant: the client's signing key must be registered in the PKI")
-        holders = graph.n if graph.is_complete else graph.k + 1
-        if self.active and 2 * self.threshold <= holders:
-            # two disjoint groups of t holders could be shown different U3 lists, each with t genuine
-            # signatures over its own list (see secagg.protocol.check_active_threshold)
-            raise InvalidInput(f"active variant needs 2t > {holders} holders, got t = {self.threshold}")
+        # t >= 2 and, in the active variant, 2t > h: the same rules the session applies (secagg.rules)
+        rules.check_threshold_value(self.threshold, graph.holders_per_client)
+        rules.check_active_threshold(graph.holders_per_client, self.threshold, variant)
 
     # ------------------------------------------------------------------------------------------
     # plumbing
     # ------------------------------------------------------------------------------------------
     def _enter(self, method: str) -> None:
         if self.aborted is not None:
-            raise ProtocolViolation(f"client {self.id} has aborted ({self.aborted}); no further messages")
-        if self._expect != method:
-            raise ProtocolViolation(f"client {self.id}: {method} called while expecting {self._expect}")
+            raise StateError(f"client {self.id} has aborted ({self.aborted}); no further messages")
+        if self.expected_round is None or self.expected_round.method != method:
+            want = "nothing (finished)" if self.expected_round is None else self.expected_round.method
+            raise StateError(f"client {self.id}: {method} called while expecting {want}")
 
     def _fail(self, exc: SecAggError) -> SecAggError:
         self.aborted = exc
-        self._expect = "nothing (aborted)"
+        self.expected_round = None
         # forget secrets: an aborted client reveals nothing more
         self._ciphertexts.clear()
         self._recv_keys.clear()
@@ -234,7 +240,7 @@ class Client:
         if self.active:
             assert self._signing_key is not None
             sig = self._signing_key.sign(advertise_payload(self.session, self.id, c_pk, s_pk))
-        self._expect = "share_keys"
+        self.expected_round = Round.SHARE_KEYS
         return AdvertiseKeys("advertise-keys", self.session, self.id, c_pk, s_pk, sig).to_bytes()
 
     # ------------------------------------------------------------------------------------------
@@ -257,8 +263,7 @@ class Client:
         assert self._c is not None and self._s is not None
         if not mine or mine[0].c_pk != self._c.public_bytes or mine[0].s_pk != self._s.public_bytes:
             raise ProtocolViolation("the key list does not hold this client's own public keys unchanged")
-        if len(ids) < self.threshold:
-            raise ProtocolAborted("share-keys", f"|U1| = {len(ids)} < t = {self.threshold}", party=self.id)
+        rules.require("share-keys", len(ids), self.threshold, "|U1|", self.id)
         all_keys = [k for e in msg.entries for k in (e.c_pk, e.s_pk)]
         if len(set(all_keys)) != len(all_keys):
             raise ProtocolViolation("advertised public keys are not pairwise distinct")
@@ -293,7 +298,7 @@ class Client:
             if self.active:
                 assert self._signing_key is not None
                 com_sig = self._signing_key.sign(commitment_payload(self.session, self.id, com))
-        self._expect = "masked_input_collection"
+        self.expected_round = Round.MASKED_INPUT
         return ShareKeys("share-keys", self.session, self.id, tuple(out), com, com_sig).to_bytes()
 
     # ------------------------------------------------------------------------------------------
@@ -311,8 +316,7 @@ class Client:
         if bad:
             raise ProtocolViolation(f"ciphertexts from clients outside this client's U1 view: {bad[:5]}")
         u2 = frozenset(senders) | {self.id}
-        if len(u2) < self.threshold:
-            raise ProtocolAborted("masked-input", f"|U2| = {len(u2)} < t = {self.threshold}", party=self.id)
+        rules.require("masked-input", len(u2), self.threshold, "|U2|", self.id)
         self._ciphertexts = dict(msg.ciphertexts)
         self.views["U2"] = u2
         assert self._s is not None
@@ -331,7 +335,7 @@ class Client:
         self._x = None  # the input is no longer needed
         self._b = None
         payload = ring.pack_view(y, m)  # widths 8/16/32/64: a view of y, copied once into the message
-        self._expect = "consistency_check" if self.active else "unmasking"
+        self.expected_round = Round.CONSISTENCY_CHECK if self.active else Round.UNMASKING
         return MaskedInput("masked-input", self.session, self.id, self.dim, ring.bit_width(m), payload).to_bytes()
 
     # ------------------------------------------------------------------------------------------
@@ -356,13 +360,15 @@ class Client:
         stray = [v for v in u3 if v in self._neighbourhood and v not in u2]
         if stray:
             raise ProtocolViolation(f"U3 holds neighbours {stray[:5]} that never shared keys with this client")
-        if len(u3) < self.threshold:
-            raise ProtocolAborted("consistency-check", f"|U3| = {len(u3)} < t = {self.threshold}", party=self.id)
+        rules.require("consistency-check", len(u3), self.threshold, "|U3|", self.id)
+        # the survivor policy, checked by the client too: a lying server that skipped it would otherwise
+        # collect the shares that unmask a component's partial sum (secagg.rules)
+        rules.check_survivor_policy("consistency-check", self.graph, s3, self.min_survivors, self.id)
         self._u3 = u3
         self.views["U3"] = s3
         assert self._signing_key is not None
         sig = self._signing_key.sign(consistency_payload(self.session, u3))
-        self._expect = "unmasking"
+        self.expected_round = Round.UNMASKING
         return ConsistencySignature("consistency-check", self.session, self.id, sig).to_bytes()
 
     # ------------------------------------------------------------------------------------------
@@ -393,8 +399,7 @@ class Client:
             sig_ids = [v for v, _ in msg.signatures]
             if not set(sig_ids) <= u3:
                 raise InconsistentView("U4 (signers) is not a subset of the U3 this client signed")
-            if len(sig_ids) < self.threshold:
-                raise ProtocolAborted("unmasking", f"|U4| = {len(sig_ids)} < t = {self.threshold}", party=self.id)
+            rules.require("unmasking", len(sig_ids), self.threshold, "|U4|", self.id)
             payload = consistency_payload(self.session, self._u3)
             for v, sig in msg.signatures:
                 pk = self._pki.get(v)
@@ -413,8 +418,7 @@ class Client:
         else:
             self.views["U3"] = surv
             self.views["U4"] = surv
-        if len(surv) < self.threshold:
-            raise ProtocolAborted("unmasking", f"|U3 ∩ (N(u) ∪ {{u}})| = {len(surv)} < t = {self.threshold}", party=self.id)
+        rules.require("unmasking", len(surv), self.threshold, "|U3 ∩ (N(u) ∪ {u})|", self.id)
         # decrypt everything addressed to us (Figure 4, round 4, user step 3)
         assert self._c is not None and self._own_shares is not None
         plain: dict[int, SharePlaintext] = {}
@@ -436,7 +440,7 @@ class Client:
             self.released.setdefault(v, set()).add("b")
         for v, _ in k_out:
             self.released.setdefault(v, set()).add("s_sk")
-        self._expect = "done"
+        self.expected_round = None
         self._ciphertexts = {}
         self._recv_keys = {}
         return UnmaskingResponse("unmasking", self.session, self.id, tuple(b_out), tuple(k_out)).to_bytes()

@@ -2,13 +2,14 @@
 
 Two models answer "how many bytes does one secure aggregation cost?":
 
-1. :func:`model_ledger` -- the exact analytical model of this package's wire format
-   (:mod:`secagg.messages`): given ``(n, d, M, graph, variant, dropout schedule, threshold)`` it lists
-   every message the protocol would put on the wire, with its exact serialized size, and returns a
-   :class:`~secagg.ledger.Ledger` equal (entry for entry, byte for byte) to the one a real run of
-   :func:`secagg.protocol.run_secure_aggregation` measures. It also reproduces the run's survivor sets
-   U1..U5 and its aborts (:func:`simulate_run`), so :func:`secagg.average.secure_average` with
-   ``backend="modular"`` can skip the cryptography and still report the true cost.
+1. :func:`model_ledger` -- the ledger of a run, *measured* without cryptography: the
+   cryptography-free client/server pair of :mod:`secagg.modular` runs through the protocol's own
+   :class:`~secagg.transport.Transport` under the same :mod:`secagg.rules`, sending messages whose sizes
+   come from the wire format's size functions (:mod:`secagg.messages`), so the
+   :class:`~secagg.ledger.Ledger` equals (entry for entry, byte for byte) the one a real run of
+   :func:`secagg.protocol.run_secure_aggregation` measures, with the same survivor sets U1..U5 and aborts
+   (:func:`simulate_run`, :func:`modular_run`); :func:`secagg.average.secure_average` with
+   ``backend="modular"`` skips the cryptography and still reports the true cost.
    :func:`our_model` is its closed form: per-client means computed from message counts in ``O(1)``
    (exact for the complete graph; for a SecAgg+ graph with dropouts the number of dropped neighbours
    is replaced by its expectation ``k |D| / (n - 1)``), so ``secagg cost`` answers instantly for
@@ -43,7 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from secagg.ledger import Ledger
 
 __all__ = [
-    "with_commitments",
     "PaperCost",
     "OurCost",
     "paper_model",
@@ -56,8 +56,8 @@ __all__ = [
     "ledger_table",
 ]
 
-_ROUNDS = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
-_VARIANTS = ("honest-but-curious", "active")
+from secagg.rounds import ROUNDS as _ROUNDS  # noqa: E402 - crypto-free module, cheap
+from secagg.rounds import VARIANTS as _VARIANTS  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------- paper
@@ -267,13 +267,13 @@ def our_model(
 # ------------------------------------------------------------------------------ exact, per message
 @dataclass(frozen=True)
 class ModelRun:
-    """What the analytical model predicts for one run: the ledger, the survivor sets, or the abort.
+    """What a cryptography-free run of the protocol measured: the ledger, the survivor sets, or the abort.
 
     Attributes:
-        ledger: every message the run puts on the wire (up to the abort, if any).
+        ledger: every message the run put on the wire (up to the abort, if any).
         sets: ``"U1"``.. as far as the run got (``U4 == U3`` in the honest-but-curious variant).
-        aborted: the :class:`~secagg.errors.ProtocolAborted` the server raises, or None.
-        client_aborts: ``client -> round`` for clients that abort themselves (SecAgg+: fewer than ``t``
+        aborted: the :class:`~secagg.errors.ProtocolAborted` the server raised, or None.
+        client_aborts: ``client -> round`` for clients that aborted themselves (SecAgg+: fewer than ``t``
             live neighbours in their view); they behave like dropouts.
     """
 
@@ -283,32 +283,90 @@ class ModelRun:
     client_aborts: dict[int, str]
 
 
-def _schedule(dropouts: Mapping[int, object] | None, n: int) -> dict[int, tuple[int, bool]]:
-    """A dropout schedule as :func:`secagg.protocol.parse_dropouts` returns it (``client -> (round index,
-    after)``); accepts that form or the user-facing ``client -> "round[:after]"`` form."""
-    if dropouts is None:
-        return {}
-    if not isinstance(dropouts, Mapping):
-        raise InvalidInput(f"dropouts must be a mapping client id -> round name, got {type(dropouts).__name__}")
-    if not dropouts:
-        return {}
-    if all(isinstance(v, tuple) for v in dropouts.values()):
-        out = {}
-        for u, v in dropouts.items():
-            if not (len(v) == 2 and type(u) is int and 0 <= u < n and type(v[0]) is int and 0 <= v[0] < len(_ROUNDS)):
-                raise InvalidInput(f"bad dropout entry {u!r}: {v!r}")
-            out[u] = (v[0], bool(v[1]))
-        return out
-    from secagg.protocol import parse_dropouts
-
-    return parse_dropouts(dropouts, n)  # type: ignore[arg-type]
-
-
 RUN_CACHE_ENTRIES = 1 << 18
 """Ledger entries that :func:`simulate_run`'s memo keeps in total (least recently used runs go first)."""
 _run_cache: "OrderedDict[tuple, tuple]" = OrderedDict()
 _run_cache_size = 0
 _run_cache_lock = threading.Lock()
+
+
+def _params_key(p) -> tuple:  # noqa: ANN001 - SessionParams
+    g = p.graph
+    return (p.protocol, p.n, p.dim, p.modulus, g.n, g.k, bool(g.is_complete),
+            None if g.is_complete else tuple(g.ring_order()), p.threshold, p.variant.value,
+            tuple(sorted(p.schedule.items())), p.min_survivors, p.commit_self_masks)
+
+
+def _run_params(params, *, cache: bool = True) -> ModelRun:  # noqa: ANN001 - SessionParams
+    """Run the cryptography-free pair of :mod:`secagg.modular` through the protocol's
+    :class:`~secagg.transport.Transport`; the ledger is the transport's. Completed runs are memoised."""
+    global _run_cache_size
+    from secagg.errors import ProtocolAborted
+    from secagg.ledger import Ledger
+    from secagg.modular import ModularClient, ModularServer
+    from secagg.transport import Transport
+
+    key = _params_key(params)
+    if cache:
+        with _run_cache_lock:
+            hit = _run_cache.get(key)
+            if hit is not None:
+                _run_cache.move_to_end(key)
+        if hit is not None:
+            entries, sets, client_aborts = hit
+            return ModelRun(Ledger(entries), dict(sets), None, dict(client_aborts))
+    if params.protocol == "plaintext":
+        from secagg.plaintext import PlaintextClient, PlaintextServer
+
+        clients: dict = {u: PlaintextClient(u, None, params) for u in range(params.n)}
+        server: object = PlaintextServer(params, summing=False)
+    else:
+        clients = {u: ModularClient(u, params) for u in range(params.n)}
+        server = ModularServer(params)
+    tr = Transport(clients, server, dict(params.schedule))
+    aborted = None
+    try:
+        for rnd in params.rounds:
+            tr.run_round(rnd.value)
+    except ProtocolAborted as exc:
+        aborted = exc.with_context(ledger=tr.ledger, sets=dict(server.sets), client_errors=dict(tr.client_errors))  # type: ignore[attr-defined]
+    sets = dict(server.sets)  # type: ignore[attr-defined]
+    if aborted is None:
+        sets.setdefault("U4", sets["U3"])
+    client_aborts = {u: getattr(e, "round", "") for u, e in tr.client_errors.items()}
+    run = ModelRun(tr.ledger, sets, aborted, client_aborts)
+    size = len(run.ledger.entries)
+    if cache and aborted is None and size <= RUN_CACHE_ENTRIES:
+        with _run_cache_lock:
+            if key not in _run_cache:
+                _run_cache[key] = (tuple(run.ledger.entries), dict(sets), dict(client_aborts))
+                _run_cache_size += size
+                while _run_cache_size > RUN_CACHE_ENTRIES:
+                    _, (old, _s, _c) = _run_cache.popitem(last=False)
+                    _run_cache_size -= len(old)
+    return run
+
+
+def _graph_params(n: int, d: int, modulus: int, graph, threshold, variant: str, dropouts,  # noqa: ANN001
+                  dropout_fraction: float | None = None, min_survivors: int | None = None):  # noqa: ANN202
+    """SessionParams for an explicit :class:`~secagg.graph.Graph` (the caller's graph and threshold)."""
+    import types
+
+    from secagg import rules
+    from secagg.protocol import SessionParams, _schedule, _variant
+
+    if graph.n != n:
+        raise InvalidInput(f"graph has {graph.n} nodes, expected {n}")
+    if threshold is None:
+        raise InvalidInput("an explicit Graph needs an explicit threshold")
+    t = rules.check_threshold_value(threshold, graph.holders_per_client)
+    var = _variant(variant)
+    rules.check_active_threshold(graph.holders_per_client, t, var)
+    sparse = not graph.is_complete
+    delta = (rules.DEFAULT_DROPOUT_FRACTION if dropout_fraction is None else dropout_fraction) if sparse else dropout_fraction
+    ms = rules.min_survivors_for(n, t, sparse=sparse, delta=delta, min_survivors=min_survivors)
+    return SessionParams(n, d, modulus, t, graph, "complete" if graph.is_complete else "secagg+", var, b"",
+                         types.MappingProxyType(_schedule(dropouts, n)), ms, delta, None, "bonawitz", None)
 
 
 def simulate_run(
@@ -320,238 +378,39 @@ def simulate_run(
     threshold: int,
     variant: str = "honest-but-curious",
     dropouts: Mapping[int, object] | None = None,
+    dropout_fraction: float | None = None,
+    min_survivors: int | None = None,
+    cache: bool = True,
 ) -> ModelRun:
-    """Replay the protocol's message flow without cryptography (exact model of our wire format).
+    """Run the protocol's message flow without cryptography on an explicit graph and threshold.
 
-    Follows :mod:`secagg.transport` (dropout schedule, client aborts), :mod:`secagg.client` (its
-    threshold checks: ``|U1 ∩ (N(u) ∪ {u})|``, ``|U2 ∩ (N(u) ∪ {u})|``, ``|U3 ∩ (N(u) ∪ {u})| >= t``)
-    and :mod:`secagg.server` (``|U_r| >= t``; every secret needed has ``>= t`` live holders; ``t``
-    shares of each received), recording each message's exact size from :mod:`secagg.messages`.
-    Holders of ``u``'s shares: ``H(u) = {u} ∪ (N(u) ∩ U2)``.
+    The cryptography-free :class:`~secagg.modular.ModularClient` / :class:`~secagg.modular.ModularServer`
+    pair runs through the protocol's own :class:`~secagg.transport.Transport` and decides every step
+    through :mod:`secagg.rules` (thresholds, holders, reconstructibility, survivor policy), so its
+    ledger, survivor sets and aborts are those of a real run, measured on the same carrier.
 
-    The run is a pure function of ``(n, d, M, graph, t, variant, schedule)``, so completed runs are
-    memoised (up to :data:`RUN_CACHE_ENTRIES` ledger entries in all, least recently used evicted):
-    repeated calls with the same configuration -- every oracle call of a training run -- replay the
-    stored entries. Each call returns a fresh :class:`~secagg.ledger.Ledger` (the entries are immutable),
-    fresh ``sets`` and ``client_aborts`` dicts, so callers may modify what they get. Aborted runs are
-    not memoised (their exception object is the caller's).
+    The run is a pure function of ``(n, d, M, graph, t, variant, schedule, survivor bound)``, so completed
+    runs are memoised (up to :data:`RUN_CACHE_ENTRIES` ledger entries in all, least recently used evicted;
+    ``cache=False`` bypasses it): repeated calls with the same configuration -- every oracle call of a
+    training run -- replay the stored entries. Each call returns a fresh :class:`~secagg.ledger.Ledger`
+    (the entries are immutable), fresh ``sets`` and ``client_aborts`` dicts. Aborted runs are not memoised.
     """
-    global _run_cache_size
-    from secagg.ledger import Ledger
-
-    if variant not in _VARIANTS:
-        raise InvalidInput(f"variant must be one of {_VARIANTS}, got {variant!r}")
-    sched = _schedule(dropouts, n)
-    key = (int(n), int(d), int(modulus), int(graph.n), int(graph.k), bool(graph.is_complete),
-           None if graph.is_complete else tuple(graph.ring_order()), int(threshold), variant,
-           tuple(sorted(sched.items())))
-    with _run_cache_lock:
-        hit = _run_cache.get(key)
-        if hit is not None:
-            _run_cache.move_to_end(key)
-    if hit is not None:
-        entries, sets, client_aborts = hit
-        return ModelRun(Ledger(entries), dict(sets), None, dict(client_aborts))
-    run = _simulate(n, d, modulus, graph, int(threshold), variant, sched)
-    size = len(run.ledger.entries)
-    if run.aborted is None and size <= RUN_CACHE_ENTRIES:
-        with _run_cache_lock:
-            if key not in _run_cache:
-                _run_cache[key] = (tuple(run.ledger.entries), dict(run.sets), dict(run.client_aborts))
-                _run_cache_size += size
-                while _run_cache_size > RUN_CACHE_ENTRIES:
-                    _, (old, _s, _c) = _run_cache.popitem(last=False)
-                    _run_cache_size -= len(old)
-    return run
+    params = _graph_params(n, d, modulus, graph, threshold, variant, dropouts, dropout_fraction, min_survivors)
+    return _run_params(params, cache=cache)
 
 
-def _simulate(n: int, d: int, modulus: int, graph, t: int, variant: str,  # noqa: ANN001
-              sched: dict[int, tuple[int, bool]]) -> ModelRun:
-    """:func:`simulate_run` itself (no memo); ``sched`` in the parsed ``client -> (round, after)`` form."""
-    from secagg.errors import ProtocolAborted
-    from secagg.ledger import Ledger
-
-    msg = _sizes()
-    active = variant == "active"
-    ledger = Ledger()
-    sets: dict[str, frozenset[int]] = {}
-    client_aborts: dict[int, str] = {}
-    closed = {u: frozenset(graph.neighbours(u)) | {u} for u in range(n)}
-
-    def before(u: int, r: int) -> bool:
-        s = sched.get(u)
-        return s is not None and (s[0] < r or (s[0] == r and not s[1]))
-
-    def after(u: int, r: int) -> bool:
-        s = sched.get(u)
-        return s is not None and s[0] == r and s[1]
-
-    def done(exc: Exception | None) -> ModelRun:
-        return ModelRun(ledger, dict(sets), exc, client_aborts)
-
-    def need(rnd: str, have: int, what: str) -> ProtocolAborted | None:
-        return ProtocolAborted(rnd, f"{what}: {have} < t = {t}") if have < t else None
-
-    alive = set(range(n))
-    # round 0
-    r = 0
-    u1 = set()
-    for u in sorted(alive):
-        if before(u, r):
-            alive.discard(u)
-            continue
-        ledger.record("advertise-keys", "up", u, "advertise-keys", msg.advertise_keys_size(active))
-        u1.add(u)
-        if after(u, r):
-            alive.discard(u)
-    U1 = frozenset(u1)
-    sets["U1"] = U1
-    if (e := need("advertise-keys", len(U1), "|U1|")) is not None:
-        return done(e)
-    for u in sorted(U1):
-        ledger.record("advertise-keys", "down", u, "key-list", msg.key_list_size(len(closed[u] & U1), active))
-    alive &= U1
-    # round 1
-    r = 1
-    u2 = set()
-    for u in sorted(alive):
-        if before(u, r):
-            alive.discard(u)
-            continue
-        if len(closed[u] & U1) < t:
-            client_aborts[u] = "share-keys"
-            alive.discard(u)
-            continue
-        ledger.record("share-keys", "up", u, "share-keys", msg.share_keys_size(len(closed[u] & U1) - 1))
-        u2.add(u)
-        if after(u, r):
-            alive.discard(u)
-    U2 = frozenset(u2)
-    sets["U2"] = U2
-    if (e := need("share-keys", len(U2), "|U2|")) is not None:
-        return done(e)
-    holders = {u: (closed[u] & U2) | {u} for u in U2}
-    for v in sorted(U2):
-        ledger.record("share-keys", "down", v, "ciphertexts", msg.ciphertexts_size(len((closed[v] - {v}) & U2)))
-    alive &= U2
-    # round 2
-    r = 2
-    u3 = set()
-    for u in sorted(alive):
-        if before(u, r):
-            alive.discard(u)
-            continue
-        if len(closed[u] & U2) < t:
-            client_aborts[u] = "masked-input"
-            alive.discard(u)
-            continue
-        ledger.record("masked-input", "up", u, "masked-input", msg.masked_input_size(d, modulus))
-        u3.add(u)
-        if after(u, r):
-            alive.discard(u)
-    U3 = frozenset(u3)
-    sets["U3"] = U3
-    if (e := need("masked-input", len(U3), "|U3|")) is not None:
-        return done(e)
-    alive &= U3
-
-    def reconstructible(rnd: str, live: frozenset[int]) -> ProtocolAborted | None:
-        for u in sorted(U3):
-            c = len(holders[u] & live)
-            if c < t:
-                return ProtocolAborted(rnd, f"self-mask seed of client {u} has {c} live holders < t = {t}")
-        for v in sorted(U2 - U3):
-            if not ((holders[v] - {v}) & U3):
-                continue
-            c = len(holders[v] & live)
-            if c < t:
-                return ProtocolAborted(rnd, f"mask key of dropped client {v} has {c} live holders < t = {t}")
-        return None
-
-    def requests(rnd: str, recipients: frozenset[int], ng: int) -> None:
-        for u in sorted(recipients):
-            ns = len(closed[u] & U3)
-            nd = len(((closed[u] - {u}) & U2) - U3)
-            ledger.record(rnd, "down", u, "unmasking-request", msg.unmasking_request_size(ns, nd, ng))
-
-    if active:
-        for u in sorted(U3):
-            ledger.record("masked-input", "down", u, "consistency-request", msg.consistency_request_size(len(U3)))
-        r = 3
-        u4 = set()
-        for u in sorted(alive):
-            if before(u, r):
-                alive.discard(u)
-                continue
-            ledger.record("consistency-check", "up", u, "consistency-signature", msg.consistency_signature_size())
-            u4.add(u)
-            if after(u, r):
-                alive.discard(u)
-        U4 = frozenset(u4)
-        sets["U4"] = U4
-        if (e := need("consistency-check", len(U4), "|U4|")) is not None:
-            return done(e)
-        if (e := reconstructible("consistency-check", U4)) is not None:
-            return done(e)
-        requests("consistency-check", U4, len(U4))
-        alive &= U4
-        recipients = U4
-    else:
-        U4 = U3
-        sets["U4"] = U4
-        if (e := reconstructible("masked-input", U3)) is not None:
-            return done(e)
-        requests("masked-input", U3, 0)
-        recipients = U3
-    # round 4
-    r = 4
-    u5 = set()
-    for u in sorted(alive & recipients):
-        if before(u, r):
-            continue
-        ns = len(closed[u] & U3)
-        if ns < t:
-            client_aborts[u] = "unmasking"
-            continue
-        nd = len(((closed[u] - {u}) & U2) - U3)
-        ledger.record("unmasking", "up", u, "unmasking-response", msg.unmasking_response_size(ns, nd))
-        u5.add(u)
-    U5 = frozenset(u5)
-    sets["U5"] = U5
-    if (e := need("unmasking", len(U5), "|U5|")) is not None:
-        return done(e)
-    for u in sorted(U3):
-        c = len(closed[u] & U5)
-        if c < t:
-            return done(ProtocolAborted("unmasking", f"{c} shares of b_{u} < t = {t}"))
-    for v in sorted(U2 - U3):
-        if not ((holders[v] - {v}) & U3):
-            continue
-        c = len((closed[v] - {v}) & U5)
-        if c < t:
-            return done(ProtocolAborted("unmasking", f"{c} shares of s_sk_{v} < t = {t}"))
-    return done(None)
-
-
-def _resolve(n: int, graph, variant: str, threshold, seed, neighbours, corrupt_fraction, dropout_fraction):  # noqa: ANN001, ANN202
-    """The (Graph, t) a run with these arguments uses (same derivation from the seed as the protocol)."""
+def _params(n: int, d: int, modulus: int, graph, threshold, options: Mapping[str, object]):  # noqa: ANN001, ANN202
+    """The SessionParams a run with these arguments uses (same derivation from the seed as the protocol)."""
     from secagg.graph import Graph
+    from secagg.protocol import SessionParams
 
     if isinstance(graph, Graph):
-        if graph.n != n:
-            raise InvalidInput(f"graph has {graph.n} nodes, expected {n}")
-        if threshold is None:
-            raise InvalidInput("an explicit Graph needs an explicit threshold")
-        return graph, int(threshold)
-    from secagg.drbg import Drbg, _encode_seed
-    from secagg.protocol import _setup_graph
-
-    if graph == "complete":  # draws nothing from the run's DRBG: check the seed as Drbg would, skip the HKDF
-        _encode_seed(seed)
-        return _setup_graph(n, graph, variant, threshold, neighbours, corrupt_fraction, dropout_fraction, None)  # type: ignore[arg-type]
-    root = Drbg(seed, b"secagg/run/v1")
-    root.child(b"session")  # the protocol derives the session first; children are independent anyway
-    return _setup_graph(n, graph, variant, threshold, neighbours, corrupt_fraction, dropout_fraction, root.child(b"graph"))
+        extra = set(options) - {"variant", "dropouts", "dropout_fraction", "min_survivors"}
+        if extra:
+            raise InvalidInput(f"with an explicit Graph, {sorted(extra)} do not apply")
+        return _graph_params(n, d, modulus, graph, threshold, options.get("variant", "honest-but-curious"),  # type: ignore[arg-type]
+                             options.get("dropouts"), options.get("dropout_fraction"), options.get("min_survivors"))  # type: ignore[arg-type]
+    return SessionParams.create(n, d, modulus, graph=graph, threshold=threshold, derive_session=False, **options)  # type: ignore[arg-type]
 
 
 def model_ledger(
@@ -560,57 +419,26 @@ def model_ledger(
     modulus: int,
     *,
     graph="complete",  # noqa: ANN001 - "complete" | "secagg+" | secagg.graph.Graph
-    variant: str = "honest-but-curious",
-    dropouts: Mapping[int, object] | None = None,
     threshold: int | None = None,
-    seed: int | bytes | None = None,
-    neighbours: int | None = None,
-    corrupt_fraction: float = 0.05,
-    dropout_fraction: float = 0.05,
-    commit_self_masks: bool = False,
+    **options: object,
 ) -> "Ledger":
     """The ledger a run of :func:`secagg.protocol.run_secure_aggregation` with these arguments measures,
-    computed from the wire format alone (entry for entry, byte for byte; see :func:`simulate_run`).
+    measured on the cryptography-free pair (entry for entry, byte for byte; see :func:`simulate_run`).
 
     ``graph`` may be a :class:`~secagg.graph.Graph` (then ``threshold`` is required); otherwise the graph
     and threshold are derived from ``seed`` exactly as the protocol derives them (the SecAgg+ relabelling
-    is public randomness). If the run would abort, raises the same
-    :class:`~secagg.errors.ProtocolAborted` (round and reason), with the ledger up to the abort attached
-    as ``exc.ledger``, as the protocol does. As a pure cost calculator it also prices active-variant
-    thresholds with ``2t <= h`` that the protocol itself refuses (:func:`secagg.protocol.check_active_threshold`);
-    :func:`modular_run` refuses them like the protocol. ``commit_self_masks``: price the opt-in
-    self-mask commitment (:func:`with_commitments`).
+    is public randomness). ``options``: the other session parameters of
+    :meth:`secagg.protocol.SessionParams.create` (variant, dropouts, seed, neighbours, corrupt_fraction,
+    dropout_fraction, min_survivors, protocol). Arguments are checked by the protocol's own rules (same InvalidInput). If the
+    run would abort, raises the same :class:`~secagg.errors.ProtocolAborted` (round, reason, rule), with
+    the ledger up to the abort in ``exc.ledger``, as the protocol does.
     """
     _check_pos(n, "n")
     _check_pos(d, "d")
-    if variant not in _VARIANTS:
-        raise InvalidInput(f"variant must be one of {_VARIANTS}, got {variant!r}")
-    g, t = _resolve(n, graph, variant, threshold, seed, neighbours, corrupt_fraction, dropout_fraction)
-    run = simulate_run(n, d, modulus, graph=g, threshold=t, variant=variant, dropouts=_schedule(dropouts, n))
-    if commit_self_masks:
-        run = with_commitments(run, variant)
+    run = _run_params(_params(n, d, modulus, graph, threshold, options))
     if run.aborted is not None:
-        run.aborted.ledger = run.ledger  # type: ignore[attr-defined]
-        run.aborted.sets = run.sets  # type: ignore[attr-defined]
         raise run.aborted
     return run.ledger
-
-
-def with_commitments(run: ModelRun, variant: str) -> ModelRun:
-    """``run`` with the opt-in self-mask commitment on: every round-1 upload carries 32 more bytes
-    (96 in the active variant: its Ed25519 signature too; :class:`secagg.messages.ShareKeys`). Nothing
-    else changes: the commitment is checked only when the server reconstructs ``b_u``."""
-    import dataclasses
-
-    from secagg.ledger import Ledger
-
-    msg = _sizes()
-    extra = msg.COMMITMENT_SIZE + (msg.SIGNATURE_SIZE if variant == "active" else 0)
-    entries = (
-        dataclasses.replace(e, nbytes=e.nbytes + extra) if (e.round, e.direction, e.kind) == ("share-keys", "up", "share-keys") else e
-        for e in run.ledger
-    )
-    return dataclasses.replace(run, ledger=Ledger(entries))
 
 
 def modular_run(
@@ -618,32 +446,24 @@ def modular_run(
     *,
     dim: int,
     modulus: int,
-    threshold: int | None = None,
     graph: str = "complete",
-    variant: str = "honest-but-curious",
-    dropouts: Mapping[int, str] | None = None,
-    seed: int | bytes | None = None,
-    neighbours: int | None = None,
-    corrupt_fraction: float = 0.05,
-    dropout_fraction: float = 0.05,
-    commit_self_masks: bool = False,
+    threshold: int | None = None,
+    **options: object,
 ):  # noqa: ANN201 - (sum, included, ledger)
     """The protocol's outcome without cryptography: ``(sum over U3 mod M, U3, ledger)``.
 
     Same argument checks, graph, threshold, survivor sets and aborts as
-    :func:`secagg.protocol.run_secure_aggregation`; the sum is the plain modular sum of the rows in U3
-    (what the unmasked protocol output equals), the ledger comes from :func:`model_ledger`
-    (``commit_self_masks`` as there).
+    :func:`secagg.protocol.run_secure_aggregation` (the same :class:`~secagg.protocol.SessionParams` and
+    :mod:`secagg.rules`, run by the cryptography-free pair on the same transport); the sum is the plain
+    modular sum of the rows in U3 (what the unmasked protocol output equals). ``options``: the other
+    session parameters of :meth:`secagg.protocol.SessionParams.create`.
     """
     from secagg import ring
-    from secagg.protocol import GRAPHS, VARIANTS
+    from secagg.protocol import GRAPHS, _variant
 
-    if variant not in VARIANTS:
-        raise InvalidInput(f"variant must be one of {VARIANTS}, got {variant!r}")
+    _variant(options.get("variant", "honest-but-curious"))
     if graph not in GRAPHS:
         raise InvalidInput(f"graph must be one of {GRAPHS}, got {graph!r}")
-    if not isinstance(commit_self_masks, bool):
-        raise InvalidInput(f"commit_self_masks must be a bool, got {commit_self_masks!r}")
     m = ring.check_modulus(modulus)
     mat = _ring_matrix(encodings, m, dim)
     if mat is not None:  # a valid (n, dim) matrix over Z_M, checked in one pass (or none: see _ring_matrix)
@@ -655,19 +475,8 @@ def modular_run(
     n = len(rows)
     if n < 2:
         raise InvalidInput(f"secure aggregation needs n >= 2 clients, got {n}")
-    from secagg.protocol import parse_dropouts
-
-    schedule = parse_dropouts(dropouts, n)  # the protocol's own validation: same accepted schedules
-    g, t = _resolve(n, graph, variant, threshold, seed, neighbours, corrupt_fraction, dropout_fraction)
-    from secagg.protocol import check_active_threshold
-
-    check_active_threshold(g, t, variant)  # the protocol refuses these; so does its cryptography-free twin
-    run = simulate_run(n, dim, m, graph=g, threshold=t, variant=variant, dropouts=schedule)
-    if commit_self_masks:
-        run = with_commitments(run, variant)
+    run = _run_params(_params(n, int(dim), m, graph, threshold, options))
     if run.aborted is not None:
-        run.aborted.ledger = run.ledger  # type: ignore[attr-defined]
-        run.aborted.sets = run.sets  # type: ignore[attr-defined]
         raise run.aborted
     included = tuple(sorted(run.sets["U3"]))
     if mat is not None and mat.dtype == np.uint64 and ring.is_power_of_two(m):

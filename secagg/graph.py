@@ -32,6 +32,7 @@ decided by the exact integer computation, so the pre-filter never changes the re
 from __future__ import annotations
 
 import bisect
+from collections import deque
 import functools
 import math
 from fractions import Fraction
@@ -41,6 +42,8 @@ from secagg.errors import InvalidInput
 
 __all__ = [
     "Graph",
+    "CompleteGraph",
+    "HararyGraph",
     "complete_graph",
     "harary_graph",
     "find_secagg_plus_params",
@@ -55,14 +58,27 @@ ADVERSARIES = ("semi-honest", "semi-malicious")
 
 
 class Graph:
-    """An immutable undirected graph on nodes ``0..n-1`` without self loops in :meth:`neighbours`.
+    """Who is whose neighbour: an immutable undirected graph on nodes ``0..n-1`` (no self loops in
+    :meth:`neighbours`). Two implementations: :class:`CompleteGraph` (Bonawitz et al. 2017) and
+    :class:`HararyGraph` (SecAgg+, Bell et al. 2020). ``Graph(n, k, is_complete, labels)`` builds the
+    matching one.
+
+    The protocol uses only this interface: :attr:`holders_per_client` (``h``, the clients holding shares
+    of one client's secrets, itself included: ``n`` or ``k + 1``), :meth:`neighbours`,
+    :meth:`closed_neighbourhood` (``N(u) ∪ {u}``) and :meth:`are_neighbours`.
 
     Attributes:
         n: number of nodes. k: neighbours per node excluding itself (``n - 1`` when complete).
         is_complete: True for the complete graph of the original protocol.
     """
 
-    __slots__ = ("n", "k", "is_complete", "_pos", "_label", "_cache")
+    __slots__ = ("n", "k", "is_complete", "_pos", "_label", "_cache", "_closed")
+
+    def __new__(cls, *args: object, **kwargs: object):  # noqa: ANN204
+        if cls is Graph:
+            complete = args[2] if len(args) > 2 else kwargs["is_complete"]
+            cls = CompleteGraph if complete else HararyGraph
+        return object.__new__(cls)
 
     def __init__(self, n: int, k: int, is_complete: bool, labels: tuple[int, ...] | None = None) -> None:
         object.__setattr__(self, "n", n)
@@ -76,41 +92,71 @@ class Graph:
         object.__setattr__(self, "_label", lab)
         object.__setattr__(self, "_pos", tuple(pos))
         object.__setattr__(self, "_cache", {})
+        object.__setattr__(self, "_closed", {})
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Graph is immutable")
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Graph, (self.n, self.k, self.is_complete, self._label))
 
     def _check_node(self, u: int) -> int:
         if isinstance(u, bool) or not isinstance(u, int) or not 0 <= u < self.n:
             raise InvalidInput(f"node must be an int in [0, {self.n}), got {u!r}")
         return u
 
+    @property
+    def holders_per_client(self) -> int:
+        """``h``: clients holding shares of one client's secrets, itself included (``k + 1``)."""
+        return self.k + 1
+
     def neighbours(self, u: int) -> tuple[int, ...]:
         """Sorted neighbours of ``u`` (excluding ``u``); the relation is symmetric."""
         u = self._check_node(u)
         got = self._cache.get(u)
-        if got is not None:
-            return got
-        if self.is_complete:
-            nb = tuple(v for v in range(self.n) if v != u)
-        else:
-            p = self._pos[u]
-            h = self.k // 2
-            n = self.n
-            nb = tuple(sorted(self._label[(p + j) % n] for j in range(-h, h + 1) if j != 0))
-        self._cache[u] = nb
-        return nb
+        if got is None:
+            got = self._cache[u] = self._neighbours(u)
+        return got
 
-    def is_neighbour(self, u: int, v: int) -> bool:
+    def _neighbours(self, u: int) -> tuple[int, ...]:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def closed_neighbourhood(self, u: int) -> frozenset[int]:
+        """``N(u) ∪ {u}``: the clients whose keys ``u`` receives and who hold ``u``'s shares."""
+        got = self._closed.get(u)
+        if got is None:
+            got = self._closed[u] = frozenset(self.neighbours(u)) | {u}
+        return got
+
+    def are_neighbours(self, u: int, v: int) -> bool:
         """True iff ``u != v`` are adjacent."""
         u = self._check_node(u)
         v = self._check_node(v)
-        if u == v:
-            return False
-        if self.is_complete:
-            return True
-        d = (self._pos[u] - self._pos[v]) % self.n
-        return min(d, self.n - d) <= self.k // 2
+        return u != v and self._adjacent(u, v)
+
+    def _adjacent(self, u: int, v: int) -> bool:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    is_neighbour = are_neighbours
+
+    def components(self, nodes: frozenset[int]) -> list[frozenset[int]]:
+        """Connected components of the induced graph ``G[nodes]`` (breadth-first search, ascending start)."""
+        left = set(nodes)
+        comps = []
+        while left:
+            start = min(left)
+            left.discard(start)
+            comp = {start}
+            queue = deque([start])
+            while queue:
+                u = queue.popleft()
+                for v in self.neighbours(u):
+                    if v in left:
+                        left.discard(v)
+                        comp.add(v)
+                        queue.append(v)
+            comps.append(frozenset(comp))
+        return comps
 
     def ring_order(self) -> tuple[int, ...]:
         """Nodes in ring order (position p holds ``ring_order()[p]``); identity for the complete graph."""
@@ -139,6 +185,78 @@ class Graph:
         return f"Graph({kind}, n={self.n}, k={self.k})"
 
 
+class CompleteGraph(Graph):
+    """The complete graph of Bonawitz et al. (CCS 2017): every client masks with and shares to all others."""
+
+    __slots__ = ()
+
+    def __init__(self, n: int, k: int | None = None, is_complete: bool = True, labels: tuple[int, ...] | None = None) -> None:
+        super().__init__(n, n - 1, True, None)
+
+    @property
+    def holders_per_client(self) -> int:
+        """``n``: every client holds a share of every client's secrets."""
+        return self.n
+
+    def _neighbours(self, u: int) -> tuple[int, ...]:
+        return tuple(v for v in range(self.n) if v != u)
+
+    def closed_neighbourhood(self, u: int) -> frozenset[int]:
+        """All nodes (one shared frozenset)."""
+        got = self._closed.get(None)
+        if got is None:
+            got = self._closed[None] = frozenset(range(self.n))
+        return got
+
+    def _adjacent(self, u: int, v: int) -> bool:
+        return True
+
+    def components(self, nodes: frozenset[int]) -> list[frozenset[int]]:
+        """One component: every pair of nodes is adjacent."""
+        return [frozenset(nodes)] if nodes else []
+
+
+class HararyGraph(Graph):
+    """SecAgg+'s random Harary graph H(k, n) (Bell et al., CCS 2020): ring positions ``p +- 1 .. p +- k/2``
+    under a public random relabelling (:func:`harary_graph`)."""
+
+    __slots__ = ()
+
+    def __init__(self, n: int, k: int, is_complete: bool = False, labels: tuple[int, ...] | None = None) -> None:
+        super().__init__(n, k, False, labels)
+
+    def _neighbours(self, u: int) -> tuple[int, ...]:
+        p = self._pos[u]
+        h = self.k // 2
+        n = self.n
+        return tuple(sorted(self._label[(p + j) % n] for j in range(-h, h + 1) if j != 0))
+
+    def _adjacent(self, u: int, v: int) -> bool:
+        d = (self._pos[u] - self._pos[v]) % self.n
+        return min(d, self.n - d) <= self.k // 2
+
+    def components(self, nodes: frozenset[int]) -> list[frozenset[int]]:
+        """Components of ``G[nodes]`` from the ring alone, in ``O(|nodes| log |nodes|)``: two nodes at
+        cyclically consecutive ring positions ``p < q`` (among ``nodes``) are adjacent iff ``q - p <= k/2``,
+        and no edge can cross a run of more than ``k/2 - 1`` missing positions, so the components are the
+        arcs between the gaps wider than ``k/2`` (one gap or none: a single component).
+        :meth:`Graph.components` (a breadth-first search) gives the same partition."""
+        if not nodes:
+            return []
+        pos = sorted(self._pos[u] for u in nodes)
+        h = self.k // 2
+        m = len(pos)
+        cuts = [i for i in range(m) if (pos[(i + 1) % m] - pos[i]) % self.n > h or m == 1]
+        if len(cuts) <= 1:
+            return [frozenset(nodes)]
+        lab = self._label
+        comps = []
+        for a, b in zip(cuts, cuts[1:] + [cuts[0] + m]):
+            comps.append(frozenset(lab[pos[i % m]] for i in range(a + 1, b + 1)))
+        comps.sort(key=min)
+        return comps
+
+
 def _check_n(n: int, minimum: int = 1) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
         raise InvalidInput(f"number of nodes must be an int >= {minimum}, got {n!r}")
@@ -148,7 +266,7 @@ def _check_n(n: int, minimum: int = 1) -> int:
 def complete_graph(n: int) -> Graph:
     """Every node adjacent to every other (the original protocol), k = n - 1."""
     _check_n(n)
-    return Graph(n, n - 1, True)
+    return CompleteGraph(n)
 
 
 def harary_graph(n: int, k: int, drbg: Drbg) -> Graph:
@@ -162,7 +280,7 @@ def harary_graph(n: int, k: int, drbg: Drbg) -> Graph:
         raise InvalidInput(f"Harary degree k must be even with 2 <= k < n = {n}, got {k!r}")
     if not isinstance(drbg, Drbg):
         raise InvalidInput("harary_graph needs a Drbg for the relabelling")
-    return Graph(n, k, False, tuple(drbg.permutation(n)))
+    return HararyGraph(n, k, False, tuple(drbg.permutation(n)))
 
 
 # ----------------------------------------------------------------------------------------- (k, t)

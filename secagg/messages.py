@@ -76,6 +76,7 @@ from typing import ClassVar, TypeVar
 
 from secagg.errors import InvalidInput, MalformedMessage, SecAggError
 from secagg.keys import KEY_SIZE, NONCE_SIZE, SIGNATURE_SIZE, TAG_SIZE
+from secagg.rounds import ROUNDS  # the paper's rounds, in order (Bonawitz et al. Figure 4: rounds 0-4)
 from secagg.shamir import SHARE_SIZE
 
 __all__ = [
@@ -119,8 +120,6 @@ __all__ = [
     "unmasking_response_size",
 ]
 
-#: The paper's rounds, in order (Bonawitz et al. Figure 4: rounds 0-4).
-ROUNDS = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
 SESSION_SIZE = 16
 HEADER_SIZE = 1 + 1 + SESSION_SIZE + 4
 SHARE_PLAINTEXT_SIZE = 4 + 4 + SESSION_SIZE + 2 * SHARE_SIZE

@@ -21,7 +21,10 @@ Thresholds when ``threshold=None``:
   and its default t are used. With ``neighbours=k`` given, the graph is the Harary graph of degree k
   and the default t applies the complete-graph rule to the ``k + 1`` holders of each client's shares
   (``floor((k+1)/2) + 1`` or ``floor(2(k+1)/3) + 1``).
-On SecAgg+ ``t`` counts share holders among ``N(u) ∪ {u}`` (self-edge included), so ``t <= k + 1``.
+On SecAgg+ ``t`` counts share holders among ``N(u) ∪ {u}`` (self-edge included), so ``t <= k + 1``;
+``t >= 2`` always. Every rule (thresholds, holders, reconstructibility, dropout schedule, and the
+survivor policy: ``G[U3]`` connected, ``|U3| >= min_survivors`` with ``min_survivors = ceil((1 - delta) n)``
+on SecAgg+) lives in :mod:`secagg.rules`; :class:`SessionParams` derives the session's values once.
 The active variant refuses ``2t <= h`` (``h = n`` or ``k + 1`` holders), where its consistency check cannot
 stop a server from collecting both share types of a live client (:func:`check_active_threshold`).
 
@@ -32,6 +35,10 @@ but gives no shares). ``"<round>:before"`` is the same as the plain name. A drop
 ``"consistency-check"`` in the honest-but-curious variant (which has no such round) takes effect at
 the next round the client would send in, unmasking.
 
+Protocols: ``protocol="bonawitz"`` (the default, this module's subject) or ``"plaintext"`` (clients send
+their inputs in the clear, :mod:`secagg.plaintext`), registered in :data:`PROTOCOLS`; each is a client and
+a server class driven by the same :class:`~secagg.transport.Transport`.
+
 Parallel clients (``workers=W > 1``, opt-in): the clients' round computations run in ``W`` forked worker
 processes (:class:`~secagg.transport.ProcessTransport`); clients and server still exchange only bytes
 through the transport and the result -- sum, sets, ledger, client errors, aborts -- is identical to
@@ -41,29 +48,33 @@ through the transport and the result -- sum, sets, ledger, client errors, aborts
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from secagg import ring
-from secagg.client import VARIANTS, Client
-from secagg.drbg import Drbg
-from secagg.errors import InvalidInput, ProtocolAborted, SecAggError
+from secagg import ring, rules
+from secagg.drbg import Drbg, _encode_seed
+from secagg.errors import InvalidInput, ProtocolAborted, SecAggError, StateError
 from secagg.graph import Graph, complete_graph, find_secagg_plus_params, harary_graph
-from secagg.keys import SigningKey
 from secagg.ledger import Ledger
-from secagg.messages import ROUNDS, SESSION_SIZE
+from secagg.messages import SESSION_SIZE
+from secagg.rounds import ROUNDS, VARIANTS, Round, Variant
+from secagg.rules import Guarantee, default_threshold, parse_dropouts
 from secagg.reconstruct import WrongShare
-from secagg.server import Server
 from secagg.transport import Interceptor, ProcessTransport, Transport, fork_available
 
 __all__ = [
     "ROUNDS",
     "GRAPHS",
     "VARIANTS",
+    "PROTOCOLS",
+    "Round",
+    "Variant",
     "AggregationResult",
+    "SessionParams",
     "Session",
     "run_secure_aggregation",
     "default_threshold",
@@ -77,54 +88,20 @@ GRAPHS = ("complete", "secagg+")
 
 def rounds_for(variant: str) -> tuple[str, ...]:
     """The rounds a variant runs: all five for ``"active"``, no consistency check otherwise."""
-    return ROUNDS if variant == "active" else tuple(r for r in ROUNDS if r != "consistency-check")
+    return tuple(r.value for r in _variant(variant).rounds)
 
 
-def default_threshold(holders: int, variant: str) -> int:
-    """``floor(h/2) + 1`` (honest-but-curious) or ``floor(2h/3) + 1`` (active) for ``h`` share holders."""
-    return holders // 2 + 1 if variant != "active" else (2 * holders) // 3 + 1
+def _variant(variant: object) -> Variant:
+    try:
+        return Variant(variant)
+    except ValueError:
+        raise InvalidInput(f"variant must be one of {VARIANTS}, got {variant!r}") from None
 
 
 def check_active_threshold(graph: Graph, threshold: int, variant: str) -> None:
-    """Active variant: refuse ``2 t <= h``, ``h`` = holders of a client's shares (``n`` on the complete graph,
-    ``k + 1`` on SecAgg+, self-edge included).
-
-    Bonawitz et al. (CCS 2017, Sec. 4, Appendix A) prove privacy against an active server only for
-    ``t > (n + n_C) / 2`` (``n_C`` corrupt clients). With ``2 t <= h`` even ``n_C = 0`` is not enough: a
-    server tells two disjoint groups of ``>= t`` holders two different U3 (with and without a live
-    client v), forwards to each group only its own group's signatures -- all genuine, all over the U3 the
-    reader signed -- and collects ``b_v`` from one group and ``s_sk_v`` from the other. The defaults
-    (``floor(2h/3) + 1``) satisfy this and tolerate ``n_C < h/3``; ``h // 2 + 1`` is the smallest t accepted.
-    """
-    if variant != "active":
-        return
-    holders = graph.n if graph.is_complete else graph.k + 1
-    if 2 * int(threshold) <= holders:
-        raise InvalidInput(
-            f"active variant needs 2t > {holders} (the holders of each client's shares), got t = {threshold}: "
-            f"with t <= {holders // 2} a lying server can split the clients into two groups with different U3 "
-            f"and collect both share types of a live client; use t >= {holders // 2 + 1} "
-            f"(default {default_threshold(holders, variant)})"
-        )
-
-
-def parse_dropouts(dropouts: Mapping[int, str] | None, n: int) -> dict[int, tuple[int, bool]]:
-    """Validate a dropout schedule -> ``{client: (round index, after)}`` (InvalidInput on bad entries)."""
-    if dropouts is None:
-        return {}
-    if not isinstance(dropouts, Mapping):
-        raise InvalidInput(f"dropouts must be a mapping client id -> round name, got {type(dropouts).__name__}")
-    out: dict[int, tuple[int, bool]] = {}
-    for k, v in dropouts.items():
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < n:
-            raise InvalidInput(f"dropout key must be a client id in [0, {n}), got {k!r}")
-        if not isinstance(v, str):
-            raise InvalidInput(f"dropout round must be a round name, got {v!r}")
-        name, _, when = v.partition(":")
-        if name not in ROUNDS or when not in ("", "before", "after"):
-            raise InvalidInput(f"unknown dropout round {v!r}; use one of {ROUNDS}, optionally suffixed ':after'")
-        out[int(k)] = (ROUNDS.index(name), when == "after")
-    return out
+    """Active variant: refuse ``2 t <= h`` (:func:`secagg.rules.check_active_threshold`, ``h`` =
+    ``graph.holders_per_client``)."""
+    rules.check_active_threshold(graph.holders_per_client, threshold, variant)
 
 
 @dataclass(frozen=True)
@@ -146,6 +123,9 @@ class AggregationResult:
         rejected: ``id -> error`` of uploads the server refused.
         graph_name: ``"complete"`` or ``"secagg+"`` as requested (``graph.is_complete`` tells whether
             SecAgg+ fell back to the complete graph).
+        guarantee: what the server enforced before releasing the sum (:class:`secagg.rules.Guarantee`:
+            ``|U3| >= min_survivors``, ``G[U3]`` connected, the delta and gamma the graph was designed for).
+        protocol: the protocol that ran (``"bonawitz"`` or ``"plaintext"``).
         wrong_shares: the round-4 shares robust reconstruction proved wrong and corrected
             (:class:`~secagg.reconstruct.WrongShare`: sender, secret, owner), in detection order; the
             senders' later shares were ignored. Empty when every share was right.
@@ -166,6 +146,8 @@ class AggregationResult:
     client_errors: dict[int, SecAggError] = field(default_factory=dict)
     rejected: dict[int, SecAggError] = field(default_factory=dict)
     graph_name: str = "complete"
+    guarantee: Guarantee | None = None
+    protocol: str = "bonawitz"
     wrong_shares: tuple[WrongShare, ...] = ()
 
     @property
@@ -194,6 +176,12 @@ def _validate_inputs(inputs, modulus: int) -> tuple[list[np.ndarray], int, int]:
     return vecs, d, m
 
 
+def _fraction(x: object, name: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not 0 <= float(x) < 1:
+        raise InvalidInput(f"{name} must be a number in [0, 1), got {x!r}")
+    return float(x)
+
+
 def _setup_graph(
     n: int,
     graph: str,
@@ -201,16 +189,19 @@ def _setup_graph(
     threshold: int | None,
     neighbours: int | None,
     corrupt_fraction: float,
-    dropout_fraction: float,
-    drbg: Drbg,
+    dropout_fraction: float | None,
+    drbg: Drbg | None,
 ) -> tuple[Graph, int]:
+    """The (Graph, t) of a session (module docstring: thresholds); ``drbg`` draws the SecAgg+ relabelling."""
     if graph not in GRAPHS:
         raise InvalidInput(f"graph must be one of {GRAPHS}, got {graph!r}")
-    if variant not in VARIANTS:
-        raise InvalidInput(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not 1 <= int(threshold) <= n):
-        raise InvalidInput(f"threshold must be an int with 1 <= t <= n = {n}, got {threshold!r}")
+    _variant(variant)
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not 1 <= int(threshold) <= n:
+            raise InvalidInput(f"threshold must be an int with 2 <= t <= n = {n}, got {threshold!r}")
+        rules.check_threshold_value(threshold, n)
     t = None if threshold is None else int(threshold)
+    delta = rules.DEFAULT_DROPOUT_FRACTION if dropout_fraction is None else dropout_fraction
     if graph == "complete":
         if neighbours is not None:
             raise InvalidInput("neighbours applies to graph='secagg+' only")
@@ -219,20 +210,185 @@ def _setup_graph(
         if isinstance(neighbours, bool) or not isinstance(neighbours, (int, np.integer)):
             raise InvalidInput(f"neighbours must be an even int with 2 <= k < n, got {neighbours!r}")
         k = int(neighbours)
+        assert drbg is not None
         g = harary_graph(n, k, drbg)
         t_default = min(k + 1, default_threshold(k + 1, variant))
     else:
         adversary = "semi-malicious" if variant == "active" else "semi-honest"
-        params = find_secagg_plus_params(n, corrupt_fraction, dropout_fraction, adversary)
+        params = find_secagg_plus_params(n, corrupt_fraction, delta, adversary)
         if params is None or params[0] >= n - 1 or n < 3:
             return complete_graph(n), t if t is not None else default_threshold(n, variant)
         k, t_default = params
+        assert drbg is not None
         g = harary_graph(n, k, drbg)
     if t is None:
         t = t_default
-    if t > g.k + 1:
-        raise InvalidInput(f"threshold t = {t} exceeds the k + 1 = {g.k + 1} holders of each client's shares")
+    rules.check_threshold_value(t, g.holders_per_client)
     return g, t
+
+
+@dataclass(frozen=True)
+class SessionParams:
+    """The public parameters of one session, validated once and passed to every party.
+
+    Build it with :meth:`create` (or :meth:`from_args` in a command line tool); it is frozen, and every
+    party (server, clients, transport, the cryptography-free pair of :mod:`secagg.modular`) reads its
+    parameters from here.
+
+    Attributes:
+        n, dim, modulus, threshold: the session's size, vector length, ring Z_M and Shamir threshold t.
+        graph: the mask graph (:class:`~secagg.graph.CompleteGraph` or :class:`~secagg.graph.HararyGraph`).
+        graph_name: the graph requested (``"complete"`` or ``"secagg+"``; SecAgg+ may fall back to complete).
+        variant: :class:`~secagg.rounds.Variant`.
+        session: the 16-byte session id (``b""`` for a cryptography-free run that needs none).
+        schedule: the dropout schedule, ``client -> (round index, after)`` (read only).
+        min_survivors: the survivor policy's bound on ``|U3|`` (:func:`secagg.rules.min_survivors_for`).
+        delta, gamma: the dropout and corrupt fractions the graph was designed for (None on the complete
+            graph when not declared).
+        protocol: the protocol's name in :data:`PROTOCOLS`.
+        commit_self_masks: opt-in self-mask commitments (every client commits to ``b_u`` in round 1, the
+            server checks each reconstructed ``b_u`` against it; :func:`run_secure_aggregation`).
+    """
+
+    n: int
+    dim: int
+    modulus: int
+    threshold: int
+    graph: Graph
+    graph_name: str
+    variant: Variant
+    session: bytes
+    schedule: Mapping[int, tuple[int, bool]]
+    min_survivors: int
+    delta: float | None
+    gamma: float | None
+    protocol: str = "bonawitz"
+    root: Drbg | None = field(default=None, repr=False, compare=False)
+    commit_self_masks: bool = False
+
+    @property
+    def rounds(self) -> tuple[Round, ...]:
+        """The rounds this session runs."""
+        return PROTOCOLS[self.protocol].rounds(self.variant)
+
+    @property
+    def dropouts(self) -> dict[int, str]:
+        """The schedule in the user-facing form ``client -> "round[:after]"``."""
+        return {u: ROUNDS[r] + (":after" if a else "") for u, (r, a) in self.schedule.items()}
+
+    @classmethod
+    def create(
+        cls,
+        n: int,
+        dim: int,
+        modulus: int,
+        *,
+        threshold: int | None = None,
+        graph: str = "complete",
+        variant: str = "honest-but-curious",
+        dropouts: Mapping[int, str] | Mapping[int, tuple[int, bool]] | None = None,
+        seed: int | bytes | None = None,
+        neighbours: int | None = None,
+        corrupt_fraction: float = 0.05,
+        dropout_fraction: float | None = None,
+        min_survivors: int | None = None,
+        protocol: str = "bonawitz",
+        derive_session: bool = True,
+        commit_self_masks: bool = False,
+    ) -> "SessionParams":
+        """Validate every argument (InvalidInput before anything runs) and derive the graph, threshold,
+        session id and survivor bound from ``seed`` (module docstring). ``derive_session=False`` (the
+        cryptography-free pair) skips the session id, and on the complete graph every key derivation."""
+        if protocol not in PROTOCOLS:
+            raise InvalidInput(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
+        if not isinstance(commit_self_masks, bool):
+            raise InvalidInput(f"commit_self_masks must be a bool, got {commit_self_masks!r}")
+        if commit_self_masks and protocol == "plaintext":
+            raise InvalidInput("protocol='plaintext' has no self masks to commit to")
+        var = _variant(variant)
+        if graph not in GRAPHS:
+            raise InvalidInput(f"graph must be one of {GRAPHS}, got {graph!r}")
+        gamma = _fraction(corrupt_fraction, "corrupt_fraction")
+        delta = None if dropout_fraction is None else _fraction(dropout_fraction, "dropout_fraction")
+        schedule = parse_dropouts(dropouts, n)  # the user-facing form only
+        if derive_session or graph != "complete":
+            root: Drbg | None = Drbg(seed, b"secagg/run/v1")
+            session = root.child(b"session").bytes(SESSION_SIZE) if derive_session else b""
+            gdrbg = root.child(b"graph")
+        else:  # draws nothing from the run's DRBG: check the seed as Drbg would, skip the HKDF
+            _encode_seed(seed)
+            root, session, gdrbg = None, b"", None
+        if protocol == "plaintext":
+            if threshold is not None or neighbours is not None or graph != "complete":
+                raise InvalidInput("protocol='plaintext' has no threshold, graph or neighbours (clients send in the clear)")
+            g, t = complete_graph(n), 1
+            return cls(n, dim, modulus, t, g, graph, var, session, types.MappingProxyType(schedule), 1, None, None,
+                       protocol, root)
+        g, t = _setup_graph(n, graph, var, threshold, neighbours, gamma, delta, gdrbg)
+        rules.check_active_threshold(g.holders_per_client, t, var)
+        sparse = not g.is_complete
+        # delta of the survivor bound: the finder's (default 0.05) on SecAgg+; on graph="complete" only a declared one
+        d_policy = (delta if delta is not None else rules.DEFAULT_DROPOUT_FRACTION) if sparse else (
+            delta if graph == "complete" else None)
+        ms = rules.min_survivors_for(n, t, sparse=sparse, delta=d_policy, min_survivors=min_survivors)
+        return cls(n, dim, modulus, t, g, graph, var, session, types.MappingProxyType(schedule), ms, d_policy,
+                   gamma if sparse else None, protocol, root, commit_self_masks)
+
+    @classmethod
+    def from_args(cls, args, n: int, dim: int, modulus: int, **overrides: object) -> "SessionParams":  # noqa: ANN001
+        """Parameters from a command line namespace (``--clients``-style tools): reads ``threshold``,
+        ``graph``, ``variant``, ``drop`` (``ID:ROUND[:after]`` strings), ``seed``, ``neighbours``,
+        ``corrupt_fraction``, ``dropout_rate`` (the declared dropout fraction, which the SecAgg+ finder
+        and the survivor bound follow), ``min_survivors`` and ``protocol`` where present."""
+        get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+        drops = parse_drop_specs(get("drop") or [], n)
+        rate = get("dropout_rate")
+        kw: dict = dict(
+            threshold=get("threshold"), graph=get("graph", "complete"), variant=get("variant", "honest-but-curious"),
+            dropouts=drops, seed=get("seed"), neighbours=get("neighbours"),
+            corrupt_fraction=get("corrupt_fraction", 0.05) if get("corrupt_fraction") is not None else 0.05,
+            dropout_fraction=rate if rate and get("graph", "complete") == "secagg+" else None,
+            min_survivors=get("min_survivors"), protocol=get("protocol", "bonawitz") or "bonawitz",
+            commit_self_masks=bool(get("commit_self_masks", False)),
+        )
+        kw.update(overrides)
+        return cls.create(n, dim, modulus, **kw)
+
+    def guarantee(self, u3: frozenset[int]) -> Guarantee:
+        """What a completed session with survivors ``u3`` guarantees (:class:`secagg.rules.Guarantee`)."""
+        return Guarantee(len(u3), self.min_survivors, True, self.delta, self.gamma, self.threshold)
+
+
+def parse_drop_spec(spec: str) -> tuple[int, str]:
+    """One command line dropout ``ID:ROUND[:after]`` -> ``(client id, "ROUND[:after]")`` (InvalidInput)."""
+    head, sep, rest = str(spec).partition(":")
+    if not sep or not head.strip().isdigit():
+        raise InvalidInput(f"--drop expects ID:ROUND[:after], got {spec!r}")
+    rules.parse_drop(rest)
+    return int(head), rest
+
+
+def parse_drop_specs(specs: Sequence[str], n: int | None = None) -> dict[int, str]:
+    """Several ``ID:ROUND[:after]`` specs -> a schedule (the last one for a client wins)."""
+    out: dict[int, str] = {}
+    for spec in specs:
+        u, rnd = parse_drop_spec(spec)
+        if n is not None and not 0 <= u < n:
+            raise InvalidInput(f"--drop {spec!r}: client id must be in [0, {n})")
+        out[u] = rnd
+    return out
+
+
+def _schedule(dropouts: Mapping | None, n: int) -> dict[int, tuple[int, bool]]:
+    """A schedule in either form (``client -> "round[:after]"`` or ``client -> (round index, after)``)."""
+    if dropouts and isinstance(dropouts, Mapping) and all(isinstance(v, tuple) for v in dropouts.values()):
+        out = {}
+        for u, v in dropouts.items():
+            if not (len(v) == 2 and type(u) is int and 0 <= u < n and type(v[0]) is int and 0 <= v[0] < len(ROUNDS)):
+                raise InvalidInput(f"bad dropout entry {u!r}: {v!r}")
+            out[u] = (v[0], bool(v[1]))
+        return out
+    return parse_dropouts(dropouts, n)
 
 
 class Session:
@@ -242,99 +398,76 @@ class Session:
     ``interceptor`` on the wire, and inspect ``clients`` (``released`` shares, ``aborted`` errors) after
     :meth:`run`. With ``workers > 1`` the clients compute in worker processes forked by :meth:`run`
     (stopped when it returns or raises) and ``clients`` are mirrors kept up to date with each client's
-    ``aborted``, ``released`` and ``views`` (see :mod:`secagg.transport`); a session runs once.
+    ``aborted``, ``released`` and ``views`` (see :mod:`secagg.transport`). A session runs once: a second
+    :meth:`run` raises :class:`~secagg.errors.StateError`.
     """
 
     def __init__(
         self,
         inputs,  # noqa: ANN001
         *,
-        modulus: int,
-        threshold: int | None = None,
-        graph: str = "complete",
-        variant: str = "honest-but-curious",
-        dropouts: Mapping[int, str] | None = None,
-        seed: int | bytes | None = None,
-        neighbours: int | None = None,
-        corrupt_fraction: float = 0.05,
-        dropout_fraction: float = 0.05,
-        server_class: type[Server] | Callable[..., Server] | None = None,
+        modulus: int | None = None,
+        server_class: type | Callable[..., object] | None = None,
         interceptor: Interceptor | None = None,
         workers: int = 1,
-        commit_self_masks: bool = False,
+        params: SessionParams | None = None,
+        **options: object,
     ) -> None:
-        if not isinstance(commit_self_masks, bool):
-            raise InvalidInput(f"commit_self_masks must be a bool, got {commit_self_masks!r}")
-        self.commit_self_masks = commit_self_masks
+        """``options``: the session parameters of :meth:`SessionParams.create` (threshold, graph, variant,
+        dropouts, seed, ...), or a prepared ``params``."""
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or int(workers) < 1:
             raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
-        if variant not in VARIANTS:
-            raise InvalidInput(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if graph not in GRAPHS:
-            raise InvalidInput(f"graph must be one of {GRAPHS}, got {graph!r}")
-        vecs, d, m = _validate_inputs(inputs, modulus)
+        if params is None:
+            _variant(options.get("variant", Variant.HONEST_BUT_CURIOUS))
+            if options.get("graph", "complete") not in GRAPHS:
+                raise InvalidInput(f"graph must be one of {GRAPHS}, got {options.get('graph')!r}")
+        elif options:
+            raise InvalidInput(f"pass either params or session options, not both ({sorted(options)})")
+        vecs, d, m = _validate_inputs(inputs, params.modulus if params is not None else modulus)
         n = len(vecs)
-        schedule = parse_dropouts(dropouts, n)
-        root = Drbg(seed, b"secagg/run/v1")
-        self.session = root.child(b"session").bytes(SESSION_SIZE)
-        self.graph, self.threshold = _setup_graph(
-            n, graph, variant, threshold, neighbours, corrupt_fraction, dropout_fraction, root.child(b"graph")
-        )
-        check_active_threshold(self.graph, self.threshold, variant)
-        self.graph_name = graph
-        self.n, self.dim, self.modulus, self.variant = n, d, m, variant
-        drbgs = [root.child(b"client/" + u.to_bytes(4, "big")) for u in range(n)]
-        signing = [SigningKey.generate(drbgs[u].child(b"signing-key")) for u in range(n)] if variant == "active" else None
-        self.pki: dict[int, bytes] = {u: signing[u].public_bytes for u in range(n)} if signing else {}
-        self.clients = {
-            u: Client(
-                u,
-                vecs[u],
-                modulus=m,
-                threshold=self.threshold,
-                graph=self.graph,
-                variant=variant,
-                session=self.session,
-                drbg=drbgs[u],
-                pki=self.pki,
-                signing_key=signing[u] if signing else None,
-                commit_self_mask=commit_self_masks,
-            )
-            for u in range(n)
-        }
+        if params is None:
+            params = SessionParams.create(n, d, m, **options)  # type: ignore[arg-type]
+        elif (params.n, params.dim) != (n, d):
+            raise InvalidInput(f"params are for n = {params.n}, d = {params.dim}; inputs are {n} x {d}")
+        self.params = params
+        self.session = params.session
+        self.graph, self.threshold = params.graph, params.threshold
+        self.graph_name = params.graph_name
+        self.n, self.dim, self.modulus, self.variant = n, d, m, params.variant.value
+        spec = PROTOCOLS[params.protocol]
+        self.pki: dict[int, bytes] = {}
+        self.clients, self.pki = spec.make_clients(params, vecs)
         del vecs
-        cls = server_class or Server
-        self.server = cls(
-            n=n, dim=d, modulus=m, threshold=self.threshold, graph=self.graph, variant=variant, session=self.session, pki=self.pki,
-            commit_self_masks=commit_self_masks,
-        )
+        self.server = spec.make_server(params, self.pki, server_class)
         self.workers = min(int(workers), n)
         if self.workers > 1 and not fork_available():
             warnings.warn("parallel clients need the fork start method; running with workers=1", RuntimeWarning, stacklevel=2)
             self.workers = 1
+        schedule = dict(params.schedule)
         if self.workers > 1:
             self.transport: Transport = ProcessTransport(self.clients, self.server, schedule, interceptor, workers=self.workers)
         else:
             self.transport = Transport(self.clients, self.server, schedule, interceptor)
+        self._ran = False
 
     def run(self) -> AggregationResult:
-        """Run every round; return the result or raise ProtocolAborted (with ``ledger``,
-        ``client_errors`` and ``sets`` attached to the exception for inspection)."""
+        """Run every round; return the result or raise ProtocolAborted (carrying the ``ledger``,
+        ``client_errors`` and ``sets`` at the abort)."""
+        if self._ran:
+            raise StateError("this session has already run: a session runs once (build a new one)")
+        self._ran = True
         tr = self.transport
         total = None
         try:
-            for rnd in rounds_for(self.variant):
-                total = tr.run_round(rnd)
+            for rnd in self.params.rounds:
+                total = tr.run_round(rnd.value)
         except ProtocolAborted as exc:
-            exc.ledger = tr.ledger  # type: ignore[attr-defined]
-            exc.client_errors = dict(tr.client_errors)  # type: ignore[attr-defined]
-            exc.sets = dict(self.server.sets)  # type: ignore[attr-defined]
-            raise
+            raise exc.with_context(ledger=tr.ledger, sets=dict(self.server.sets), client_errors=dict(tr.client_errors)) from exc
         finally:
             tr.close()  # parallel clients: stop the workers (no-op in-process)
         assert isinstance(total, np.ndarray)
         sets = dict(self.server.sets)
-        sets.setdefault("U4", sets["U3"])
+        sets.setdefault("U4", sets["U3"])  # the honest-but-curious variant has no consistency round
         timings = {r: tr.timings.get(r, {"clients": 0.0, "client_max": 0.0, "server": 0.0}) for r in ROUNDS}
         return AggregationResult(
             sum=total,
@@ -352,6 +485,8 @@ class Session:
             client_errors=dict(tr.client_errors),
             rejected=dict(self.server.rejected),
             graph_name=self.graph_name,
+            guarantee=self.params.guarantee(sets["U3"]),
+            protocol=self.params.protocol,
             wrong_shares=tuple(getattr(self.server, "wrong_shares", ())),  # a Server stand-in may not record them
         )
 
@@ -360,18 +495,10 @@ def run_secure_aggregation(
     inputs,  # noqa: ANN001 - sequence of integer vectors (or a 2-D integer array)
     *,
     modulus: int,
-    threshold: int | None = None,
-    graph: str = "complete",
-    variant: str = "honest-but-curious",
-    dropouts: Mapping[int, str] | None = None,
-    seed: int | bytes | None = None,
-    neighbours: int | None = None,
-    corrupt_fraction: float = 0.05,
-    dropout_fraction: float = 0.05,
-    server_class: type[Server] | Callable[..., Server] | None = None,
+    server_class: type | Callable[..., object] | None = None,
     interceptor: Interceptor | None = None,
     workers: int = 1,
-    commit_self_masks: bool = False,
+    **options: object,
 ) -> AggregationResult:
     """Securely sum ``inputs`` over Z_M with the protocol of Bonawitz et al. (CCS 2017, Figure 4).
 
@@ -379,17 +506,30 @@ def run_secure_aggregation(
         inputs: ``n >= 2`` equal-length integer vectors with elements in ``[0, modulus)``; client ``u``
             holds ``inputs[u]``.
         modulus: M, ``2 <= M <= 2**64``.
-        threshold: Shamir threshold t (``1 <= t <= n``; active variant: ``2t > n``, or ``2t > k + 1`` on
-            SecAgg+); None picks the default (module docstring).
-        graph: ``"complete"`` or ``"secagg+"`` (Harary graph; falls back to complete for small n).
-        variant: ``"honest-but-curious"`` (rounds 0, 1, 2, 4) or ``"active"`` (signatures, round 3).
-        dropouts: ``client -> round name`` (optionally ``":after"``), see module docstring.
-        seed: int, bytes or None (fresh randomness). Every key and mask is a deterministic function of the
-            seed: never reuse a seed with *different* inputs, or the server sees ``y_u - y'_u = x_u - x'_u``
-            (a two-time pad). Callers that run many sessions derive one seed per session (e.g. a hash of a
-            base seed and a call counter).
-        neighbours: SecAgg+ degree k (even, ``2 <= k < n``), overriding the parameter finder.
-        corrupt_fraction, dropout_fraction: gamma, delta for the SecAgg+ parameter finder.
+        options: the session parameters, checked by :meth:`SessionParams.create` (one list for every
+            entry point):
+            threshold: Shamir threshold t (``2 <= t <= n``; active variant: ``2t > n``, or ``2t > k + 1`` on
+                SecAgg+); None picks the default (module docstring).
+            graph: ``"complete"`` or ``"secagg+"`` (Harary graph; falls back to complete for small n).
+            variant: ``"honest-but-curious"`` (rounds 0, 1, 2, 4) or ``"active"`` (signatures, round 3).
+            dropouts: ``client -> round name`` (optionally ``":after"``), see module docstring.
+            seed: int, bytes or None (fresh randomness). Every key and mask is a deterministic function of the
+                seed: never reuse a seed with *different* inputs, or the server sees ``y_u - y'_u = x_u - x'_u``
+                (a two-time pad). Callers that run many sessions derive one seed per session (e.g. a hash of a
+                base seed and a call counter).
+            neighbours: SecAgg+ degree k (even, ``2 <= k < n``), overriding the parameter finder.
+            corrupt_fraction, dropout_fraction: gamma, delta the SecAgg+ graph is designed for (the parameter
+                finder's inputs; delta defaults to 0.05). On SecAgg+ the server refuses to unmask fewer than
+                ``ceil((1 - delta) n)`` survivors; on ``graph="complete"`` a given ``dropout_fraction`` sets
+                that bound too (else it is t). See :mod:`secagg.rules` (survivor policy).
+            min_survivors: raise the survivor bound explicitly (never below t).
+            protocol: ``"bonawitz"`` (the default) or ``"plaintext"`` (clients send their inputs in the
+                clear: the baseline of the expansion factor); see :data:`PROTOCOLS`.
+            commit_self_masks: opt-in: every client sends a SHA-256 commitment to its self-mask seed
+                ``b_u``, bound to the session and ``u`` (signed in the active variant), with its round-1
+                shares (32 bytes, +64 signed, per client); the server checks every reconstructed ``b_u``
+                against it, so wrong shares beyond the decoding radius abort instead of corrupting the
+                sum. Off (default): the paper's wire format.
         server_class: alternative Server (tests: malicious servers). interceptor: hook on the wire.
         workers: run the clients' computations in this many forked worker processes (``1``, the
             default: in-process). Same result, ledger and errors for any value (module docstring).
@@ -404,23 +544,80 @@ def run_secure_aggregation(
 
     Raises:
         InvalidInput: bad arguments (before anything runs).
-        ProtocolAborted: some round had fewer than t participants (or shares); nothing is released.
-            :class:`~secagg.errors.InconsistentShares` (a subclass) when round-4 shares are wrong
-            beyond what decoding corrects, or a reconstructed secret fails its check.
+        ProtocolAborted: some round had fewer than t participants (or shares), or the survivor policy
+            failed; nothing is released. :class:`~secagg.errors.InconsistentShares` (a subclass) when
+            round-4 shares are wrong beyond what decoding corrects, or a reconstructed secret fails its check.
     """
-    return Session(
-        inputs,
-        modulus=modulus,
-        threshold=threshold,
-        graph=graph,
-        variant=variant,
-        dropouts=dropouts,
-        seed=seed,
-        neighbours=neighbours,
-        corrupt_fraction=corrupt_fraction,
-        dropout_fraction=dropout_fraction,
-        server_class=server_class,
-        interceptor=interceptor,
-        workers=workers,
-        commit_self_masks=commit_self_masks,
-    ).run()
+    return Session(inputs, modulus=modulus, server_class=server_class, interceptor=interceptor, workers=workers,
+                   **options).run()
+
+
+# ------------------------------------------------------------------------------------------ protocols
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """A protocol registered in :data:`PROTOCOLS`: how to build its clients and its server from the
+    session's parameters, and which rounds it runs. Its client and server classes name their methods
+    after :attr:`secagg.rounds.Round.method`, so the one :class:`~secagg.transport.Transport` drives it."""
+
+    name: str
+    make_clients: Callable[[SessionParams, list[np.ndarray]], tuple[dict[int, object], dict[int, bytes]]]
+    make_server: Callable[[SessionParams, dict[int, bytes], object], object]
+    rounds: Callable[[Variant], tuple[Round, ...]]
+    doc: str = ""
+
+
+def _bonawitz_clients(params: SessionParams, vecs: list[np.ndarray]) -> tuple[dict[int, object], dict[int, bytes]]:
+    from secagg.client import Client
+    from secagg.keys import SigningKey
+
+    root = params.root
+    assert root is not None
+    n = params.n
+    drbgs = [root.child(b"client/" + u.to_bytes(4, "big")) for u in range(n)]
+    active = params.variant is Variant.ACTIVE
+    signing = [SigningKey.generate(drbgs[u].child(b"signing-key")) for u in range(n)] if active else None
+    pki: dict[int, bytes] = {u: signing[u].public_bytes for u in range(n)} if signing else {}
+    clients = {
+        u: Client(u, vecs[u], modulus=params.modulus, threshold=params.threshold, graph=params.graph,
+                  variant=params.variant.value, session=params.session, drbg=drbgs[u], pki=pki,
+                  signing_key=signing[u] if signing else None, min_survivors=params.min_survivors,
+                  commit_self_mask=params.commit_self_masks)
+        for u in range(n)
+    }
+    return clients, pki
+
+
+def _bonawitz_server(params: SessionParams, pki: dict[int, bytes], server_class: object) -> object:
+    from secagg.server import Server
+
+    cls = server_class or Server
+    kw = dict(n=params.n, dim=params.dim, modulus=params.modulus, threshold=params.threshold, graph=params.graph,
+              variant=params.variant.value, session=params.session, pki=pki)
+    if params.min_survivors != params.threshold:
+        kw["min_survivors"] = params.min_survivors
+    if params.commit_self_masks:
+        kw["commit_self_masks"] = True
+    return cls(**kw)  # type: ignore[operator]
+
+
+def _plaintext_clients(params: SessionParams, vecs: list[np.ndarray]) -> tuple[dict[int, object], dict[int, bytes]]:
+    from secagg.plaintext import PlaintextClient
+
+    return {u: PlaintextClient(u, vecs[u], params) for u in range(params.n)}, {}
+
+
+def _plaintext_server(params: SessionParams, pki: dict[int, bytes], server_class: object) -> object:
+    from secagg.plaintext import PlaintextServer
+
+    return (server_class or PlaintextServer)(params)  # type: ignore[operator]
+
+
+#: The registered protocols: name -> :class:`ProtocolSpec`. Adding a protocol is one module with its
+#: client and server classes plus one entry here (docs/protocol.md, "How to add a protocol").
+PROTOCOLS: dict[str, ProtocolSpec] = {
+    "bonawitz": ProtocolSpec("bonawitz", _bonawitz_clients, _bonawitz_server, lambda v: v.rounds,
+                             "Bonawitz et al. (CCS 2017), rounds 0-4; SecAgg+ graphs of Bell et al. (CCS 2020)"),
+    "plaintext": ProtocolSpec("plaintext", _plaintext_clients, _plaintext_server, lambda v: (Round.MASKED_INPUT,),
+                              "clients send their inputs in the clear (the expansion factor's baseline)"),
+}
+

@@ -10,7 +10,10 @@ Threshold checks (``ProtocolAborted(round, reason)``, nothing released): every r
 messages; in addition, after rounds 2 and 3 the server checks that every secret it will have to
 reconstruct still has at least ``t`` live holders (``b_u`` for ``u in U3``; ``s_sk_v`` for dropped
 ``v in U2 \\ U3`` that masked with a survivor), and after round 4 that it has received ``t`` shares
-of each. ``H(u)`` (holders of u's shares) = ``{u}`` plus the clients the server forwarded ``u``'s
+of each; and, once U3 is known and before asking for any share, the survivor policy
+(:meth:`Server.check_survivors`: ``G[U3]`` connected, ``|U3| >= min_survivors``). All of these are
+functions of :mod:`secagg.rules`. Rounds must come in order (:attr:`Server.expected_round`;
+:class:`~secagg.errors.StateError` otherwise). ``H(u)`` (holders of u's shares) = ``{u}`` plus the clients the server forwarded ``u``'s
 ciphertexts to.
 
 Reconstruction in round 4 uses *every* share received, not just ``t``: the shares of each secret are
@@ -45,7 +48,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from secagg import keys, prg, reconstruct, ring, shamir
+from secagg import keys, prg, reconstruct, ring, rules, shamir
 from secagg.client import mask_sign, pairwise_seed
 from secagg.errors import (
     InconsistentShares,
@@ -54,7 +57,9 @@ from secagg.errors import (
     ProtocolAborted,
     ProtocolViolation,
     SecAggError,
+    StateError,
 )
+from secagg.rounds import Round, Variant
 from secagg.messages import (
     AdvertiseKeys,
     Ciphertexts,
@@ -92,10 +97,14 @@ class Server:
         n: number of clients (ids ``0..n-1``).  dim: vector length d.  modulus: M.  threshold: t.
         graph: :class:`secagg.graph.Graph`.  variant: ``"honest-but-curious"`` or ``"active"``.
         session: 16-byte session id.  pki: ``client id -> Ed25519 verification key`` (public).
+        min_survivors: the survivor policy's bound on ``|U3|`` (:func:`secagg.rules.check_survivor_policy`;
+            default ``t``).
         commit_self_masks: require every round-1 upload to carry a commitment to ``b_u`` (signed in the
             active variant) and check each reconstructed ``b_u`` against it.
 
     Attributes:
+        expected_round: the round whose uploads the server accepts next (None once it has finished or
+            aborted); calling another round raises :class:`~secagg.errors.StateError`.
         sets: ``"U1"``..``"U5"`` as they become known.
         rejected: ``client id -> error`` for uploads the server refused.
         keys: ``client id -> (c_pk, s_pk, signature)`` advertised in round 0.
@@ -114,6 +123,7 @@ class Server:
         variant: str,
         session: bytes,
         pki: Mapping[int, bytes] | None = None,
+        min_survivors: int | None = None,
         commit_self_masks: bool = False,
     ) -> None:
         self.n = int(n)
@@ -127,6 +137,8 @@ class Server:
         self.active = variant == "active"
         self.session = bytes(session)
         self.pki = dict(pki or {})
+        self.min_survivors = self.threshold if min_survivors is None else int(min_survivors)
+        self.expected_round: Round | None = Round.ADVERTISE_KEYS
         self.sets: dict[str, frozenset[int]] = {}
         self.rejected: dict[int, SecAggError] = {}
         self.keys: dict[int, tuple[bytes, bytes, bytes | None]] = {}
@@ -144,7 +156,33 @@ class Server:
     # ------------------------------------------------------------------------------------------
     def _abort(self, round: str, reason: str) -> ProtocolAborted:
         self._acc = None  # release nothing
+        self.expected_round = None
         return ProtocolAborted(round, reason)
+
+    def _enter(self, round: Round, uploads: object) -> None:
+        """State guard: ``round`` must be the one expected next, with an iterable of uploads."""
+        if self.expected_round is None:
+            raise StateError(f"server: {round.method} called after the session ended (finished or aborted)")
+        if round is not self.expected_round:
+            raise StateError(f"server: {round.method} called while expecting {self.expected_round.method}")
+        if uploads is None or isinstance(uploads, (bytes, str)) or not hasattr(uploads, "__iter__"):
+            raise StateError(f"server: {round.method} needs an iterable of (client id, bytes), got {type(uploads).__name__}")
+        # the round is consumed now: a repeated call is refused even if this one aborts
+        self.expected_round = self._next_round(round)
+
+    def _next_round(self, round: Round) -> Round | None:
+        rounds = (Variant.ACTIVE if self.active else Variant.HONEST_BUT_CURIOUS).rounds
+        i = rounds.index(round)
+        return rounds[i + 1] if i + 1 < len(rounds) else None
+
+    def _rule(self, check, *args) -> None:  # noqa: ANN001
+        """Run a rule of :mod:`secagg.rules`; on abort release nothing (the accumulator is dropped)."""
+        try:
+            check(*args)
+        except ProtocolAborted:
+            self._acc = None
+            self.expected_round = None
+            raise
 
     def _accept(self, cls: type[Message], round: str, cid: int, data: bytes, allowed: frozenset[int] | set[int]) -> Message | None:
         """Parse and check an upload; None (and record the rejection) if it is not acceptable."""
@@ -164,26 +202,11 @@ class Server:
             return None
 
     def _need(self, round: str, have: int, what: str) -> None:
-        if have < self.threshold:
-            raise self._abort(round, f"{what}: {have} < t = {self.threshold}")
-
-    def _closed(self, u: int) -> frozenset[int]:
-        return frozenset(self.graph.neighbours(u)) | {u}
+        self._rule(rules.require, round, have, self.threshold, what)
 
     def _check_reconstructible(self, round: str, alive: frozenset[int]) -> None:
         """Every secret the server will need has >= t live holders (else abort now, before asking)."""
-        u2, u3 = self.sets["U2"], self.sets["U3"]
-        for u in sorted(u3):
-            c = len(self._holders[u] & alive)
-            if c < self.threshold:
-                raise self._abort(round, f"self-mask seed of client {u} has {c} live holders < t = {self.threshold}")
-        for v in sorted(u2 - u3):
-            peers = (self._holders[v] - {v}) & u3
-            if not peers:
-                continue  # no survivor masked with v: nothing to cancel
-            c = len(self._holders[v] & alive)
-            if c < self.threshold:
-                raise self._abort(round, f"mask key of dropped client {v} has {c} live holders < t = {self.threshold}")
+        self._rule(rules.check_reconstructible, round, self.sets["U2"], self.sets["U3"], self._holders, alive, self.threshold)
 
     # ------------------------------------------------------------------------------------------
     # round 0: AdvertiseKeys
@@ -198,6 +221,7 @@ class Server:
         advertisement holding a key value that appears more than once among the uploads (the server
         cannot tell the original from the copy) are rejected: that client is not in U1.
         """
+        self._enter(Round.ADVERTISE_KEYS, uploads)
         everyone = set(range(self.n))
         seen: set[int] = set()
         for cid, data in uploads:
@@ -241,11 +265,7 @@ class Server:
         """The key list for client ``u`` (override to misbehave)."""
         if len(self._entries) != len(self.keys):
             self._entries = {v: KeyEntry(v, *k) for v, k in self.keys.items()}
-        u1 = self.sets["U1"]
-        if self.graph.is_complete:
-            ids = sorted(u1)
-        else:
-            ids = sorted(self._closed(u) & u1)
+        ids = sorted(self.graph.closed_neighbourhood(u) & self.sets["U1"])
         return KeyList("advertise-keys", self.session, u, tuple(self._entries[v] for v in ids), self.active)
 
     # ------------------------------------------------------------------------------------------
@@ -253,6 +273,7 @@ class Server:
     # ------------------------------------------------------------------------------------------
     def share_keys(self, uploads: Uploads) -> dict[int, bytes]:
         """Route the encrypted shares (U2 = senders); send each ``v in U2`` the ciphertexts addressed to it."""
+        self._enter(Round.SHARE_KEYS, uploads)
         u1 = self.sets["U1"]
         got: dict[int, tuple[tuple[int, bytes], ...]] = {}
         for cid, data in uploads:
@@ -284,12 +305,10 @@ class Server:
         self._need("share-keys", len(u2), "|U2|")
         self._routed = {v: {} for v in u2}
         for u, cts in got.items():
-            held = {u}
             for v, ct in cts:
                 if v in u2:
                     self._routed[v][u] = ct
-                    held.add(v)
-            self._holders[u] = frozenset(held)
+            self._holders[u] = rules.holders_of(u, (v for v, _ in cts), u2)
         return {v: self.ciphertexts_for(v).to_bytes() for v in sorted(u2)}
 
     def ciphertexts_for(self, v: int) -> Ciphertexts:
@@ -300,7 +319,9 @@ class Server:
     # round 2: MaskedInputCollection
     # ------------------------------------------------------------------------------------------
     def masked_input_collection(self, uploads: Uploads) -> dict[int, bytes]:
-        """Stream the masked inputs into one accumulator (U3); then ask for signatures or shares."""
+        """Stream the masked inputs into one accumulator (U3); check the survivor policy; then ask for
+        signatures (active) or shares."""
+        self._enter(Round.MASKED_INPUT, uploads)
         u2 = self.sets["U2"]
         m = self.modulus
         acc = ring.zeros(self.dim, m)
@@ -324,11 +345,17 @@ class Server:
         self.sets["U3"] = u3
         self._acc = acc
         self._need("masked-input", len(u3), "|U3|")
+        self.check_survivors(u3)
         if self.active:
             return {u: self.consistency_request_for(u).to_bytes() for u in sorted(u3)}
         self.sets["U4"] = u3
         self._check_reconstructible("masked-input", u3)
         return self._send_requests("masked-input", u3)
+
+    def check_survivors(self, u3: frozenset[int]) -> None:
+        """The survivor policy (:func:`secagg.rules.check_survivor_policy`), before any share is asked
+        for: ``G[U3]`` connected and ``|U3| >= min_survivors``, else abort with nothing released."""
+        self._rule(rules.check_survivor_policy, "masked-input", self.graph, u3, self.min_survivors)
 
     def consistency_request_for(self, u: int) -> ConsistencyRequest:
         """The U3 list sent to client ``u`` for signing (override to misbehave)."""
@@ -360,6 +387,7 @@ class Server:
         """Collect signatures over U3 (U4); forward them all with each client's unmasking request."""
         if not self.active:
             raise InvalidInput("the consistency check round only exists in the active variant")
+        self._enter(Round.CONSISTENCY_CHECK, uploads)
         u3 = self.sets["U3"]
         for cid, data in uploads:
             msg = self._accept(ConsistencySignature, "consistency-check", cid, data, u3 - set(self._signatures))
@@ -390,6 +418,7 @@ class Server:
         are corrected and their senders recorded in :attr:`wrong_shares`, more abort with
         :class:`~secagg.errors.InconsistentShares`); remove self masks and the dropped clients' pairwise
         masks; return the sum over U3."""
+        self._enter(Round.UNMASKING, uploads)
         asked = frozenset(self._requests)
         b_sh: dict[int, dict[int, bytes]] = {}
         k_sh: dict[int, dict[int, bytes]] = {}
@@ -420,14 +449,9 @@ class Server:
         t = self.threshold
         u2, u3 = self.sets["U2"], self.sets["U3"]
         # which dropped clients' pairwise masks are in the sum: v in U2 \ U3 with survivor holders
-        to_cancel = {v: sorted((self._holders[v] - {v}) & u3) for v in sorted(u2 - u3)}
-        to_cancel = {v: w for v, w in to_cancel.items() if w}
-        for u in sorted(u3):
-            if len(b_sh.get(u, {})) < t:
-                raise self._abort("unmasking", f"{len(b_sh.get(u, {}))} shares of b_{u} < t = {t}")
-        for v in to_cancel:
-            if len(k_sh.get(v, {})) < t:
-                raise self._abort("unmasking", f"{len(k_sh.get(v, {}))} shares of s_sk_{v} < t = {t}")
+        to_cancel = rules.masks_to_cancel(u2, u3, self._holders)
+        self._rule(rules.check_shares_received, u3, to_cancel, {u: len(s) for u, s in b_sh.items()},
+                   {v: len(s) for v, s in k_sh.items()}, t)
         acc = self._acc
         assert acc is not None
         m = self.modulus

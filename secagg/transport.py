@@ -60,40 +60,32 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 
+from secagg import rules
 from secagg.errors import InvalidInput, ProtocolViolation, SecAggError
 from secagg.ledger import Ledger
-from secagg.messages import MESSAGE_TYPES, ROUNDS
+from secagg.messages import MESSAGE_TYPES
+from secagg.rounds import ROUNDS, Round
 
 __all__ = ["Transport", "ProcessTransport", "Interceptor", "UPLOAD_KIND", "DOWNLOAD_KIND", "fork_available"]
 
 Interceptor = Callable[[str, str, int, bytes], bytes]
 
-#: round -> (client method, server method)
-METHODS = {
-    "advertise-keys": ("advertise_keys", "advertise_keys"),
-    "share-keys": ("share_keys", "share_keys"),
-    "masked-input": ("masked_input_collection", "masked_input_collection"),
-    "consistency-check": ("consistency_check", "consistency_check"),
-    "unmasking": ("unmasking", "unmasking"),
-}
-UPLOAD_KIND = {
-    "advertise-keys": "advertise-keys",
-    "share-keys": "share-keys",
-    "masked-input": "masked-input",
-    "consistency-check": "consistency-signature",
-    "unmasking": "unmasking-response",
-}
+#: round -> (client method, server method): the same name on both sides (:attr:`Round.method`)
+METHODS = {r.value: (r.method, r.method) for r in Round}
+UPLOAD_KIND = {r.value: r.upload_kind for r in Round}
 DOWNLOAD_KIND = {"advertise-keys": "key-list", "share-keys": "ciphertexts"}
 
 
 _KIND_BY_CODE = {t.CODE: t.KIND for t in MESSAGE_TYPES}
 
 
-def _kind(data: bytes, default: str) -> str:
-    """Kind of a message from its first byte (no full parse: the ledger must not cost a copy)."""
-    if isinstance(data, (bytes, bytearray)) and data:
-        return _KIND_BY_CODE.get(data[0], default)
-    return default
+def _kind(data: object, default: str) -> str:
+    """Kind of a message from its first byte (no full parse: the ledger must not cost a copy); a
+    message object that is not bytes (the cryptography-free pair of :mod:`secagg.modular`) names its
+    kind in ``KIND``."""
+    if isinstance(data, (bytes, bytearray)):
+        return _KIND_BY_CODE.get(data[0], default) if data else default
+    return getattr(data, "KIND", default)
 
 
 class Transport:
@@ -128,12 +120,10 @@ class Transport:
         self._inbox: dict[int, bytes | None] = {u: None for u in self.clients}
 
     def _drops_before(self, u: int, r: int) -> bool:
-        d = self.dropouts.get(u)
-        return d is not None and (d[0] < r or (d[0] == r and not d[1]))
+        return rules.drops_before(self.dropouts, u, r)
 
     def _drops_after(self, u: int, r: int) -> bool:
-        d = self.dropouts.get(u)
-        return d is not None and d[0] == r and d[1]
+        return rules.drops_after(self.dropouts, u, r)
 
     def _uplink(self, round: str, stats: dict[str, float]) -> Iterator[tuple[int, bytes]]:
         r = ROUNDS.index(round)
@@ -218,7 +208,7 @@ class Transport:
 # parallel clients: forked worker processes (see the module docstring)
 # ------------------------------------------------------------------------------------------------
 #: Client attributes copied back to the main process's mirror after every call (``aborted`` separately).
-_MIRRORED = ("released", "views", "_expect")
+_MIRRORED = ("released", "views", "expected_round")
 
 
 def fork_available() -> bool:

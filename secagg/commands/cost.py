@@ -16,7 +16,7 @@ from secagg.errors import InvalidInput, SecAggError
 
 NAME = "cost"
 HELP = "per-client bytes and expansion factor: the paper's model beside ours (no protocol run)"
-_ROUNDS = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
+from secagg.rounds import ROUNDS as _ROUNDS  # noqa: E402
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modulus-bits", "-b", type=int, default=32, help="M = 2^B (default 32)")
     parser.add_argument("--modulus", type=int, default=None, help="explicit modulus M (overrides --modulus-bits)")
     parser.add_argument("--threshold", "-t", type=int, default=None, help="Shamir threshold t (default: safe default)")
+    parser.add_argument("--protocol", choices=("bonawitz", "plaintext"), default="bonawitz",
+                        help="bonawitz (default) or plaintext: inputs in the clear, the expansion factor's baseline")
     parser.add_argument("--graph", choices=("complete", "secagg+"), default="complete")
     parser.add_argument("--neighbours", "-k", type=int, default=None, help="SecAgg+ degree k (default: parameter finder)")
     parser.add_argument("--variant", choices=("honest-but-curious", "active"), default="honest-but-curious")
@@ -102,13 +104,15 @@ def _check_seed(seed: object) -> int:
 
 
 def _parse_drop(spec: str) -> tuple[int, str]:
-    ident, sep, rnd = spec.partition(":")
-    if not sep:
-        raise InvalidInput(f"--drop expects ID:ROUND, got {spec!r}")
-    try:
-        return int(ident), rnd
-    except ValueError:
-        raise InvalidInput(f"--drop expects an integer client id, got {ident!r}") from None
+    from secagg.protocol import parse_drop_spec
+
+    return parse_drop_spec(spec)
+
+
+def _declared_delta(graph: str, dropout_rate: float) -> float | None:
+    """The dropout fraction a SecAgg+ graph is designed for: the declared ``--dropout-rate`` (the
+    parameter finder and the survivor bound follow it), None (the default 0.05) when none is declared."""
+    return float(dropout_rate) if graph == "secagg+" and dropout_rate > 0 else None
 
 
 def _plain_sum(inputs: list[np.ndarray], ids, modulus: int) -> np.ndarray:  # noqa: ANN001
@@ -132,6 +136,7 @@ def simulate(
     drops: list[str] | tuple[str, ...] = (),
     seed: int = 0,
     workers: int = 1,
+    protocol: str = "bonawitz",
     commit_self_masks: bool = False,
 ) -> dict[str, Any]:
     """Run one session and return a JSON-friendly report (``ok``, ``matches_plaintext``, ``aborted``,
@@ -175,16 +180,18 @@ def simulate(
             seed=seed,
             neighbours=neighbours,
             workers=workers,
+            dropout_fraction=_declared_delta(graph, dropout_rate),
+            protocol=protocol,
             commit_self_masks=commit_self_masks,
         )
     except ProtocolAborted as exc:
-        ledger = getattr(exc, "ledger", None)
+        ledger = exc.ledger
         report.update(
             ok=False,
             matches_plaintext=None,
             aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
-            sets={k: sorted(v) for k, v in getattr(exc, "sets", {}).items()},
-            client_errors={str(u): f"{type(e).__name__}: {e}" for u, e in sorted(getattr(exc, "client_errors", {}).items())},
+            sets={k: sorted(v) for k, v in exc.sets.items()},
+            client_errors={str(u): f"{type(e).__name__}: {e}" for u, e in sorted(exc.client_errors.items())},
             bytes={"total": ledger.total() if ledger is not None else 0, "by_round": ledger.by_round() if ledger is not None else {}},
         )
         return report
@@ -263,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
                 clients=args.clients, dim=args.dim, modulus_bits=args.modulus_bits, threshold=args.threshold,
                 graph=args.graph, neighbours=args.neighbours, variant=args.variant, dropout_rate=args.dropout_rate,
                 drops=args.drop, seed=args.seed, weights=args.weights, clip=args.clip, backend=args.backend,
+                protocol=args.protocol,
                 commit_self_masks=args.commit_self_masks,
             )
         except SecAggError as exc:
@@ -284,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
             drops=args.drop,
             seed=args.seed,
             workers=args.workers,
+            protocol=args.protocol,
             commit_self_masks=args.commit_self_masks,
         )
     except SecAggError as exc:
@@ -328,6 +337,7 @@ def simulate_real(
     weights: str | None = None,
     clip: float | None = None,
     backend: str = "protocol",
+    protocol: str = "bonawitz",
     commit_self_masks: bool = False,
 ) -> dict[str, Any]:
     """One secure weighted average of real Gaussian vectors (``secagg.secure_average``); the report says
@@ -353,9 +363,10 @@ def simulate_real(
     try:
         res = secure_average(x, w, seed=seed, clip=clip, bits=modulus_bits, threshold=threshold, graph=graph,
                              variant=variant, dropouts=schedule, neighbours=neighbours, backend=backend,
+                             dropout_fraction=_declared_delta(graph, dropout_rate), protocol=protocol,
                              commit_self_masks=commit_self_masks)
     except ProtocolAborted as exc:
-        ledger = getattr(exc, "ledger", None)
+        ledger = exc.ledger
         report.update(ok=False, within_bound=None, aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
                       bytes={"total": ledger.total() if ledger is not None else 0,
                              "by_round": ledger.by_round() if ledger is not None else {}})

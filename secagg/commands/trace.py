@@ -36,7 +36,8 @@ HELP = "round-by-round transcript of a small secure aggregation (inputs, masks, 
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "trace", "render"]
 
-_ROUNDS = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
+from secagg.rounds import ROUNDS as _ROUNDS  # noqa: E402
+
 _PAPER = {
     "advertise-keys": "Round 0 (AdvertiseKeys)",
     "share-keys": "Round 1 (ShareKeys)",
@@ -72,16 +73,9 @@ def _hex(b: bytes, n: int = 6) -> str:
 
 
 def _parse_drops(specs: list[str]) -> dict[int, str]:
-    out = {}
-    for spec in specs:
-        ident, sep, rnd = spec.partition(":")
-        if not sep:
-            raise InvalidInput(f"--drop expects ID:ROUND, got {spec!r}")
-        try:
-            out[int(ident)] = rnd
-        except ValueError:
-            raise InvalidInput(f"--drop expects an integer client id, got {ident!r}") from None
-    return out
+    from secagg.protocol import parse_drop_specs
+
+    return parse_drop_specs(specs)
 
 
 def trace(
@@ -95,8 +89,10 @@ def trace(
     graph: str = "complete",
     neighbours: int | None = None,
     seed: int = 0,
+    dropout_fraction: float | None = None,
 ) -> dict[str, Any]:
-    """Run one session and return its transcript (a JSON-serialisable dict; see module docstring)."""
+    """Run one session and return its transcript (a JSON-serialisable dict; see module docstring).
+    ``dropout_fraction``: the delta a SecAgg+ graph is designed for (its survivor bound; default 0.05)."""
     from secagg import keys, prg, ring, shamir
     from secagg.client import mask_sign, pairwise_seed
     from secagg.drbg import Drbg
@@ -120,7 +116,7 @@ def trace(
         return data
 
     session = Session(x, modulus=m, threshold=threshold, graph=graph, variant=variant, dropouts=drops, seed=seed,
-                      neighbours=neighbours, interceptor=tap)
+                      neighbours=neighbours, interceptor=tap, dropout_fraction=dropout_fraction)
     g, t, sess = session.graph, session.threshold, session.session
     out: dict[str, Any] = {
         "parameters": {

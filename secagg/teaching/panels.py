@@ -38,7 +38,7 @@ __all__ = ["TOY_PRIME", "build_panels", "toy_shamir"]
 TOY_PRIME = 97
 """The toy field ``F_97`` of the Shamir drawing (party ``i`` evaluates at ``x = i + 1 <= 64 < 97``)."""
 
-_ROUNDS = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
+from secagg.rounds import ROUNDS as _ROUNDS  # noqa: E402
 
 
 def _eval(points: list[tuple[int, int]], x: int, p: int) -> int:
@@ -175,7 +175,7 @@ def _equivocation_panel(tr: dict[str, Any], session: Any) -> dict[str, Any]:
     x = [np.array(tr["inputs"][str(u)], dtype=np.uint64).astype(ring.dtype_for(m)) for u in range(n)]
     lied = Session(x, modulus=m, threshold=session.threshold, graph=session.graph_name, variant=session.variant,
                    seed=p["seed"], neighbours=None if session.graph.is_complete else session.graph.k,
-                   server_class=LyingServer)
+                   dropout_fraction=session.params.delta, server_class=LyingServer)
     aborted = None
     try:
         lied.run()

@@ -1,0 +1,297 @@
+"""The protocol's rules, written once: small pure functions that every party and carrier calls.
+
+The server (:mod:`secagg.server`), the client (:mod:`secagg.client`), the transport
+(:mod:`secagg.transport`) and the cryptography-free pair behind the ``modular`` backend
+(:mod:`secagg.modular`) decide *who takes part, who holds what and when to stop* only through these
+functions, so the two implementations cannot drift apart: a rule changed here changes both.
+
+Dropout schedule (the transport's rule). ``schedule[u] = (r, after)``: client ``u`` sends nothing from
+round ``r`` on (``after=False``), or sends its round-``r`` message and then vanishes (``after=True``).
+
+Threshold rules, and who sets them:
+
+* ``t >= 2`` always (a one-share "secret" is the secret itself: with ``t = 1`` and one dropout at
+  ``n = 2`` the released sum is one client's input in the clear) and ``t <= h``, ``h`` the holders of
+  each client's shares (``n`` on the complete graph; ``k + 1`` on SecAgg+, self-edge included, as in
+  Bell et al., *Secure Single-Server Aggregation with (Poly)Logarithmic Overhead*, CCS 2020).
+* Every round needs ``|U_r| >= t`` messages, at the server and in each client's view (Bonawitz et al.,
+  *Practical Secure Aggregation for Privacy-Preserving Machine Learning*, CCS 2017, Figure 4: "if fewer
+  than t messages are received, abort").
+* Active variant: ``2 t > h`` (:func:`check_active_threshold`; Bonawitz et al. prove active security
+  for ``t > (n + n_C) / 2``, Section 4 and Appendix A).
+* Reconstructibility (the server's early checks): every secret the server will need -- ``b_u`` for
+  ``u in U3``, ``s_sk_v`` for dropped ``v in U2 \\ U3`` that masked with a survivor -- keeps ``>= t``
+  live holders, and at the end ``t`` shares of each arrived.
+
+Survivor policy (:func:`check_survivor_policy`), checked by the server once U3 is known and before it
+asks for any share, so nothing is released when it fails:
+
+* the survivors' residual mask graph ``G[U3]`` is connected: otherwise the masks between two live
+  clients of different components are never in the sum, and the server can unmask each component's
+  partial sum from what it legitimately holds (one breadth-first search; always true on the complete
+  graph);
+* ``|U3| >= min_survivors``. On SecAgg+ ``min_survivors = ceil((1 - delta) n)`` with ``delta`` the
+  dropout fraction the graph was designed for. Bell et al. (CCS 2020) prove their semi-honest and
+  semi-malicious constructions secure against an adversary controlling the server and a ``gamma``
+  fraction of the clients *with at most a ``delta`` fraction of dropouts* (their security theorems and
+  the (k, t) parameter analysis both assume it): the bound is what keeps every survivor's neighbourhood
+  above ``t`` and ``G[U3]`` connected with overwhelming probability. Google's fcp SecAgg+ server
+  likewise refuses to proceed below that minimum number of clients. On the complete graph ``min_survivors``
+  defaults to ``t`` (the original protocol's rule); a caller may raise it or give ``delta``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from secagg.errors import InvalidInput, ProtocolAborted
+from secagg.rounds import ROUNDS, Round, Variant
+
+__all__ = [
+    "Schedule",
+    "parse_drop",
+    "parse_dropouts",
+    "drops_before",
+    "drops_after",
+    "check_threshold_value",
+    "default_threshold",
+    "check_active_threshold",
+    "require",
+    "holders_of",
+    "masks_to_cancel",
+    "check_reconstructible",
+    "check_shares_received",
+    "min_survivors_for",
+    "survivor_components",
+    "check_survivor_policy",
+    "Guarantee",
+    "DEFAULT_DROPOUT_FRACTION",
+]
+
+Schedule = Mapping[int, tuple[int, bool]]
+"""A validated dropout schedule: ``client -> (round index, after)``."""
+
+DEFAULT_DROPOUT_FRACTION = 0.05
+"""delta when nothing is declared: the dropout fraction SecAgg+ graphs are designed for by default."""
+
+
+# ------------------------------------------------------------------------------------------- dropouts
+def parse_drop(spec: object) -> tuple[int, bool]:
+    """``"ROUND"``, ``"ROUND:before"`` or ``"ROUND:after"`` -> ``(round index, after)``; InvalidInput otherwise."""
+    if not isinstance(spec, str):
+        raise InvalidInput(f"dropout round must be a round name, got {spec!r}")
+    name, _, when = spec.partition(":")
+    if name not in ROUNDS or when not in ("", "before", "after"):
+        raise InvalidInput(f"unknown dropout round {spec!r}; use one of {ROUNDS}, optionally suffixed ':after'")
+    return ROUNDS.index(name), when == "after"
+
+
+def parse_dropouts(dropouts: Mapping[int, str] | None, n: int) -> dict[int, tuple[int, bool]]:
+    """Validate a schedule ``client -> "round[:after]"`` -> ``{client: (round index, after)}``."""
+    if dropouts is None:
+        return {}
+    if not isinstance(dropouts, Mapping):
+        raise InvalidInput(f"dropouts must be a mapping client id -> round name, got {type(dropouts).__name__}")
+    out: dict[int, tuple[int, bool]] = {}
+    for k, v in dropouts.items():
+        if isinstance(k, bool) or not hasattr(k, "__index__") or not 0 <= int(k) < n:
+            raise InvalidInput(f"dropout key must be a client id in [0, {n}), got {k!r}")
+        out[int(k)] = parse_drop(v)
+    return out
+
+
+def drops_before(schedule: Schedule, u: int, r: int) -> bool:
+    """True when client ``u`` sends nothing in round ``r`` (it dropped earlier, or before sending in ``r``)."""
+    d = schedule.get(u)
+    return d is not None and (d[0] < r or (d[0] == r and not d[1]))
+
+
+def drops_after(schedule: Schedule, u: int, r: int) -> bool:
+    """True when client ``u`` sends its round-``r`` message and then vanishes."""
+    d = schedule.get(u)
+    return d is not None and d[0] == r and d[1]
+
+
+# ----------------------------------------------------------------------------------------- thresholds
+def check_threshold_value(t: object, holders: int) -> int:
+    """``2 <= t <= holders`` (module docstring: ``t = 1`` makes a share the secret); InvalidInput otherwise."""
+    if isinstance(t, bool) or not hasattr(t, "__index__"):
+        raise InvalidInput(f"threshold must be an int with 2 <= t <= {holders}, got {t!r}")
+    t = int(t)  # type: ignore[call-overload]
+    if t < 2:
+        raise InvalidInput(
+            f"threshold t = {t} < 2: a 1-of-h share is the secret itself (with one dropout at n = 2 the "
+            f"released sum is one client's input in the clear); use t >= 2"
+        )
+    if t > holders:
+        raise InvalidInput(f"threshold t = {t} exceeds the {holders} holders of each client's shares")
+    return t
+
+
+def default_threshold(holders: int, variant: str) -> int:
+    """``floor(h/2) + 1`` (honest-but-curious) or ``floor(2h/3) + 1`` (active) for ``h`` share holders,
+    at least 2 and at most ``h``."""
+    t = holders // 2 + 1 if variant != Variant.ACTIVE else (2 * holders) // 3 + 1
+    return min(holders, max(2, t))
+
+
+def check_active_threshold(holders: int, threshold: int, variant: str) -> None:
+    """Active variant: refuse ``2 t <= h``, ``h`` = holders of a client's shares (``n`` on the complete
+    graph, ``k + 1`` on SecAgg+, self-edge included).
+
+    Bonawitz et al. (CCS 2017, Sec. 4, Appendix A) prove privacy against an active server only for
+    ``t > (n + n_C) / 2`` (``n_C`` corrupt clients). With ``2 t <= h`` even ``n_C = 0`` is not enough: a
+    server tells two disjoint groups of ``>= t`` holders two different U3 (with and without a live
+    client v), forwards to each group only its own group's signatures -- all genuine, all over the U3 the
+    reader signed -- and collects ``b_v`` from one group and ``s_sk_v`` from the other. The defaults
+    (``floor(2h/3) + 1``) satisfy this and tolerate ``n_C < h/3``; ``h // 2 + 1`` is the smallest t accepted.
+    """
+    if variant != Variant.ACTIVE:
+        return
+    if 2 * int(threshold) <= holders:
+        raise InvalidInput(
+            f"active variant needs 2t > {holders} (the holders of each client's shares), got t = {threshold}: "
+            f"with t <= {holders // 2} a lying server can split the clients into two groups with different U3 "
+            f"and collect both share types of a live client; use t >= {holders // 2 + 1} "
+            f"(default {default_threshold(holders, variant)})"
+        )
+
+
+def require(round: str, have: int, t: int, what: str, party: int | None = None) -> None:
+    """The per-round threshold: ``have >= t`` or :class:`ProtocolAborted` (by ``party``; None: the server)."""
+    if have < t:
+        raise ProtocolAborted(str(round), f"{what}: {have} < t = {t}", party, rule="threshold")
+
+
+# ------------------------------------------------------------------------------- holders and secrets
+def holders_of(u: int, recipients: Iterable[int], u2: frozenset[int]) -> frozenset[int]:
+    """``H(u)``: ``u`` itself plus the clients of U2 the server forwarded ``u``'s ciphertexts to."""
+    return frozenset(v for v in recipients if v in u2) | {u}
+
+
+def masks_to_cancel(u2: frozenset[int], u3: frozenset[int], holders: Mapping[int, frozenset[int]]) -> dict[int, list[int]]:
+    """Dropped ``v in U2 \\ U3`` whose pairwise masks are in the sum -> the survivors that masked with it
+    (sorted; ``v``'s holders among U3). Dropped clients that masked with no survivor are left out."""
+    out: dict[int, list[int]] = {}
+    for v in sorted(u2 - u3):
+        peers = sorted((holders[v] - {v}) & u3)
+        if peers:
+            out[v] = peers
+    return out
+
+
+def check_reconstructible(round: str, u2: frozenset[int], u3: frozenset[int], holders: Mapping[int, frozenset[int]],
+                          alive: frozenset[int], t: int) -> None:
+    """Every secret the server will need keeps ``>= t`` live holders, else :class:`ProtocolAborted` now,
+    before anyone is asked for a share: ``b_u`` for ``u in U3``, ``s_sk_v`` for the dropped clients of
+    :func:`masks_to_cancel`."""
+    for u in sorted(u3):
+        c = len(holders[u] & alive)
+        if c < t:
+            raise ProtocolAborted(str(round), f"self-mask seed of client {u} has {c} live holders < t = {t}", rule="reconstructible")
+    for v in sorted(u2 - u3):
+        if not ((holders[v] - {v}) & u3):
+            continue
+        c = len(holders[v] & alive)
+        if c < t:
+            raise ProtocolAborted(str(round), f"mask key of dropped client {v} has {c} live holders < t = {t}", rule="reconstructible")
+
+
+def check_shares_received(u3: frozenset[int], to_cancel: Iterable[int], b_counts: Mapping[int, int],
+                          k_counts: Mapping[int, int], t: int) -> None:
+    """After round 4: ``t`` shares of ``b_u`` for each ``u in U3`` and of ``s_sk_v`` for each ``v`` to cancel."""
+    for u in sorted(u3):
+        c = b_counts.get(u, 0)
+        if c < t:
+            raise ProtocolAborted(str(Round.UNMASKING), f"{c} shares of b_{u} < t = {t}", rule="reconstructible")
+    for v in to_cancel:
+        c = k_counts.get(v, 0)
+        if c < t:
+            raise ProtocolAborted(str(Round.UNMASKING), f"{c} shares of s_sk_{v} < t = {t}", rule="reconstructible")
+
+
+# ------------------------------------------------------------------------------------ survivor policy
+def min_survivors_for(n: int, t: int, *, sparse: bool, delta: float | None, min_survivors: int | None) -> int:
+    """The survivor bound of the module docstring.
+
+    ``min_survivors`` (explicit) wins; else SecAgg+ (``sparse``) takes ``ceil((1 - delta) n)`` (``delta``
+    defaulting to :data:`DEFAULT_DROPOUT_FRACTION`), and the complete graph ``t`` -- or
+    ``max(t, ceil((1 - delta) n))`` when ``delta`` is given. Never below ``t``.
+    """
+    if min_survivors is not None:
+        if isinstance(min_survivors, bool) or not hasattr(min_survivors, "__index__") or not 1 <= int(min_survivors) <= n:
+            raise InvalidInput(f"min_survivors must be an int in [1, n = {n}], got {min_survivors!r}")
+        return max(int(t), int(min_survivors))
+    if delta is None:
+        if not sparse:
+            return int(t)
+        delta = DEFAULT_DROPOUT_FRACTION
+    return max(int(t), _ceil_fraction(n, delta))
+
+
+def _ceil_fraction(n: int, delta: float) -> int:
+    """``ceil((1 - delta) n)`` computed exactly from delta's decimal representation (no float rounding)."""
+    from fractions import Fraction
+
+    d = Fraction(repr(float(delta)))
+    return int(math.ceil((1 - d) * n))
+
+
+def survivor_components(graph, nodes: frozenset[int]) -> list[frozenset[int]]:  # noqa: ANN001 - secagg.graph.Graph
+    """Connected components of the induced graph ``G[nodes]`` (:meth:`secagg.graph.Graph.components`:
+    one breadth-first search; the complete graph's induced graph is connected whenever it is non-empty)."""
+    return graph.components(frozenset(nodes))
+
+
+def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: int,  # noqa: ANN001
+                          party: int | None = None) -> None:
+    """The survivor policy (module docstring): ``G[U3]`` connected and ``|U3| >= min_survivors``, else
+    :class:`ProtocolAborted` naming the rule (nothing has been released when the server calls this;
+    ``party``: the client that checks, in the active variant, the U3 it is asked to sign)."""
+    if len(u3) < min_survivors:
+        raise ProtocolAborted(
+            str(round),
+            f"survivor policy: |U3| = {len(u3)} < min_survivors = {min_survivors} (the dropout bound the session "
+            f"was designed for; declare a larger dropout fraction to tolerate more dropouts)",
+            party, rule="min-survivors",
+        )
+    comps = survivor_components(graph, u3)
+    if len(comps) > 1:
+        sizes = sorted((len(c) for c in comps), reverse=True)
+        raise ProtocolAborted(
+            str(round),
+            f"survivor policy: the survivors' mask graph G[U3] has {len(comps)} components (sizes {sizes[:5]}); "
+            f"unmasking would reveal each component's partial sum",
+            party, rule="survivors-connected",
+        )
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    """What a completed session guarantees about what the server learned.
+
+    Attributes:
+        survivors: ``|U3|``, the number of inputs in the released sum.
+        min_survivors: the bound the server enforced (``|U3| >= min_survivors``).
+        connected: the survivors' mask graph ``G[U3]`` was connected (always checked).
+        delta: dropout fraction the graph was designed for (None: complete graph without a declared delta).
+        gamma: corrupt fraction the graph was designed for (None on the complete graph).
+        threshold: Shamir threshold t.
+    """
+
+    survivors: int
+    min_survivors: int
+    connected: bool
+    delta: float | None
+    gamma: float | None
+    threshold: int
+
+    def __str__(self) -> str:
+        s = f"sum of {self.survivors} >= {self.min_survivors} inputs, graph of survivors connected, t = {self.threshold}"
+        if self.delta is not None:
+            s += f", designed for delta = {self.delta:g}"
+        if self.gamma is not None:
+            s += f", gamma = {self.gamma:g}"
+        return s
