@@ -399,3 +399,26 @@ def test_jobs_imports_no_ml_library():
     """Benchmarks and secagg-side tools may use the job helpers without torch or numpy."""
     code = "import sys, rfa.jobs; sys.exit(int(any(m in sys.modules for m in ('torch', 'numpy'))))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_signal_during_a_store_append_waits_for_the_append(tmp_path):
+    """The handler only notes a signal inside an append; Interrupted comes when the append is whole."""
+    store = RunStore(tmp_path, ["k"], manifest={})
+    real = jobs._append_line
+    calls = []
+
+    def append_then_signal(path, line):
+        real(path, line)
+        calls.append(path.name)
+        if len(calls) == 1:  # between the JSON line and the CSV row
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with jobs.handle_signals():
+        jobs._append_line = append_then_signal
+        try:
+            with pytest.raises(jobs.Interrupted):
+                store.append("h1", {"k": 1})
+        finally:
+            jobs._append_line = real
+    assert calls == [RunStore.RECORDS, RunStore.CSV] and len(store) == 1
+    assert (tmp_path / RunStore.CSV).read_text() == "k\n1\n"

@@ -1,20 +1,53 @@
 """``rfa`` command line: one subcommand per module under :mod:`rfa.commands`.
 
 Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Usage errors are one line with exit status 2 (:class:`rfa.jobs.OneLineErrorParser`); ``--config FILE``
+is applied by :func:`rfa.jobs.parse_args` for every command that has that flag.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
+from collections.abc import Sequence
 
-from secagg.cli import build_parser, run_cli
+from rfa import jobs
 
 COMMANDS = ("compare", "train", "leakage")
 
 
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The ``rfa`` parser with one subcommand per ``rfa.commands.<name>`` module in ``commands``."""
+    parser = jobs.OneLineErrorParser(prog="rfa", description="Robust federated aggregation over secure aggregation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in commands:
+        try:
+            mod = importlib.import_module(f"rfa.commands.{name}")
+        except ModuleNotFoundError as exc:  # a command not built yet in this checkout
+            if exc.name != f"rfa.commands.{name}":
+                raise
+            continue
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser("rfa", "rfa.commands", COMMANDS, "Robust federated aggregation over secure aggregation: compare, train, leakage.")
-    return run_cli(parser, argv)
+    """Run ``rfa`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status (0 ok, 2 usage
+    error, 130 interrupted); usage errors and ``--help`` return instead of raising SystemExit."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = jobs.parse_args(parser, argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line: the status, no exit
+        return int(exc.code or 0) if not isinstance(exc.code, str) else jobs.EXIT_USAGE
+    except jobs.UsageError as exc:  # a bad --config file
+        prog = "rfa " + argv[0] if argv and argv[0] in COMMANDS else "rfa"
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return jobs.EXIT_USAGE
+    return int(args._run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ __all__ = [
     "default_out_dir",
     "prepare_out_dir",
     "config_hash",
+    "atomic_write_text",
     "RunStore",
     "handle_signals",
     "run_parallel",
@@ -601,6 +602,28 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+_defer_depth = 0
+_pending_signals: list[int] = []
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Inside the block, the handler of :func:`handle_signals` only notes a signal; on leaving the
+    block it raises :class:`Interrupted` for it. A run store append is therefore never cut in half
+    (files written, count not updated). Any thread may receive the C-level signal, so blocking it in
+    the main thread would not be enough: the deferral lives in the Python handler."""
+    global _defer_depth
+    _defer_depth += 1
+    try:
+        yield
+    finally:
+        _defer_depth -= 1
+        if _defer_depth == 0 and _pending_signals:
+            signum = _pending_signals[0]
+            _pending_signals.clear()
+            raise Interrupted(signum)
+
+
 class RunStore:
     """The results folder of a sweep: one record per finished run, appended as soon as it finishes.
 
@@ -691,10 +714,12 @@ class RunStore:
         if key in self.done:
             raise ValueError(f"run {key} is already recorded")
         rec = _json_safe({"hash": key, "row": dict(row), "record": dict(record or {})})
-        _append_line(self.folder / self.RECORDS, json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n")
-        _append_line(self.folder / self.CSV, _csv_line(self.columns, rec["row"]))
-        self._records.append(rec)
-        self.done.add(key)
+        line = json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n"
+        with _signals_deferred():  # files and in-memory count change together: len(self) is what is saved
+            _append_line(self.folder / self.RECORDS, line)
+            self._records.append(rec)
+            self.done.add(key)
+            _append_line(self.folder / self.CSV, _csv_line(self.columns, rec["row"]))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -713,6 +738,9 @@ def handle_signals(signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> 
         return
 
     def raise_interrupted(signum: int, _frame: Any) -> None:
+        if _defer_depth:
+            _pending_signals.append(signum)
+            return
         raise Interrupted(signum)
 
     old = {s: signal.signal(s, raise_interrupted) for s in signals}

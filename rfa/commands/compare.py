@@ -6,62 +6,72 @@ one-step-rfa, rlr, norm-clipping, coordinate-median, trimmed-mean, multi-krum} x
 {none, data-poisoning, omniscient, gaussian} x rho {0, 0.1, 0.25} x 3 seeds, and writes
 ``results.csv``, ``results.json``, ``table.md`` and three PNG plots to ``--out``.
 
+Each run is saved as soon as it finishes (``records.jsonl`` / ``records.csv``, see
+:class:`rfa.jobs.RunStore`); Ctrl-C (or SIGTERM) stops the sweep within seconds with exit status 130
+and one line saying how to continue: ``rfa compare --resume DIR`` reuses the saved flags, skips the
+recorded runs and ends with the same results as an uninterrupted sweep. The rho = 0 baseline is always
+run (added when ``--rhos`` lacks it). Every flag and configuration is validated before the first run:
+a bad value is one line on stderr and exit status 2, never a traceback and never a half-written folder.
+
 The default oracle is ``modular``: bit-identical to running the faithful secagg protocol, and the same
 on every machine (``--oracle auto`` picks by a timing probe and is therefore machine-dependent).
-Every configuration is validated before the first run: a bad name or value is one clear line on
-stderr and exit status 2, never a traceback and never a half-written output folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from pathlib import Path
+
+from rfa import jobs
+
+from . import _common as common
 
 NAME = "compare"
 HELP = "privacy cost vs robustness: aggregators x corruptions x rho x seeds (quick default < 5 min on 2 CPU cores)"
-
-
-def _csv(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
+COMMAND = "rfa compare"
+OUTPUT_FILES = ("results.csv", "results.json", "table.md", "accuracy_vs_rho.png", "accuracy_vs_calls.png",
+                "privacy_vs_robustness.png")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from rfa.fl import experiments as ex
+
+    base = ex.quick_config()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = common.names_epilog()
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="JSON or TOML file whose keys are these flags' names (e.g. rounds = 5, aggregators = "
+                        "[\"fedavg\", \"rfa\"]); explicit flags override it")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", dest="full", action="store_false", help="quick sweep (default): 25 rounds, 3 seeds")
-    mode.add_argument("--full", dest="full", action="store_true", help="longer sweep: 100 rounds, 100 clients, 5 seeds")
+    mode.add_argument("--quick", dest="full", action="store_false",
+                      help=f"quick sweep (default): {base.rounds} rounds, {base.num_clients} clients, 3 seeds")
+    full = ex.full_config()
+    mode.add_argument("--full", dest="full", action="store_true",
+                      help=f"longer sweep: {full.rounds} rounds, {full.num_clients} clients, 5 seeds")
     p.set_defaults(full=False)
-    p.add_argument("--data", default=None, help="mnist5k (default) | digits | fashion-mnist | shakespeare | synthetic-cls | leaf:DIR")
-    p.add_argument("--data-dir", default=None, help="folder of an optional data set (Fashion-MNIST idx files, LEAF)")
-    p.add_argument("--model", default=None, help="linear (default) | convnet | lstm")
-    p.add_argument("--partition", default=None, help="dirichlet (default) | iid | natural")
-    p.add_argument("--dirichlet-alpha", type=float, default=None)
-    p.add_argument("--oracle", default="modular", choices=("modular", "ideal", "secagg", "auto"),
-                   help="secure average oracle (default modular: bit-identical to the faithful secagg protocol, so the "
-                        "default study gives the same numbers on every machine; ideal: plain weighted mean, bytes priced "
-                        "by the cost model; secagg: the real protocol, slow; auto: modular if a timing probe on THIS "
-                        "machine predicts it is fast enough, else ideal -- the choice, hence the numbers, then depend "
-                        "on the machine)")
-    p.add_argument("--aggregators", type=_csv, default=None, help="comma list (default: the 8 of the study)")
-    p.add_argument("--corruptions", type=_csv, default=None, help="comma list (default: none,data-poisoning,omniscient,gaussian)")
-    p.add_argument("--rhos", type=lambda s: [float(x) for x in _csv(s)], default=None, help="comma list (default: 0,0.1,0.25)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3 quick, 5 full)")
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--clients", type=int, default=None, help="n (iid/dirichlet partitions)")
-    p.add_argument("--clients-per-round", type=int, default=None, help="m")
-    p.add_argument("--local-epochs", type=float, default=None)
-    p.add_argument("--local-steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda")
-    p.add_argument("--jobs", type=int, default=None,
+    common.add_config_arguments(p, base)
+    for a in p._actions:  # compare alone offers the machine-dependent "auto" oracle
+        if a.dest == "oracle":
+            a.choices = (*common.ORACLES, "auto")
+            a.help += "; auto: modular if a timing probe on THIS machine predicts it is fast enough, else ideal"
+    s = p.add_argument_group("sweep")
+    s.add_argument("--aggregators", type=jobs.csv_arg(choices=common.aggregator_names), default=None,
+                   help=f"comma list (default {','.join(ex.DEFAULT_AGGREGATORS)})")
+    s.add_argument("--corruptions", type=jobs.csv_arg(choices=common.corruption_names), default=None,
+                   help=f"comma list (default {','.join(ex.DEFAULT_CORRUPTIONS)})")
+    s.add_argument("--rhos", type=jobs.csv_arg(jobs.float_arg(0, 0.5, hi_open=True)), default=None,
+                   help="comma list of corruption levels in [0, 0.5) (default " + ",".join(f"{r:g}" for r in ex.DEFAULT_RHOS)
+                        + "; rho = 0 is always run, as the clean baseline)")
+    s.add_argument("--seeds", type=jobs.int_arg(1), default=None, help="number of seeds (default 3 quick, 5 full)")
+    r = p.add_argument_group("running")
+    r.add_argument("--jobs", type=jobs.int_arg(1), default=None,
                    help="worker processes for the runs (default: number of CPU cores, at most 4; 1 on CUDA)")
-    p.add_argument("--out", default=None, help="output folder (default runs/compare-<UTC timestamp>)")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_output_arguments(p, NAME, resumable=True)
 
 
 def choose_oracle(requested: str, n_calls_estimate: int, m: int, d: int, budget_s: float = 60.0) -> tuple[str, str]:
@@ -95,14 +105,18 @@ def choose_oracle(requested: str, n_calls_estimate: int, m: int, d: int, budget_
                      "bytes are priced by the secagg cost model)")
 
 
-def _argv_of(args: argparse.Namespace) -> str:
-    """The flags of ``args`` that differ from the defaults, as a command line (for results.json)."""
+def _parser_defaults() -> dict:
     p = argparse.ArgumentParser(add_help=False)
     add_arguments(p)
-    defaults = vars(p.parse_args([]))
+    return vars(p.parse_args([]))
+
+
+def _argv_of(args: argparse.Namespace) -> str:
+    """The flags of ``args`` that differ from the defaults, as a command line (for results.json)."""
+    defaults = _parser_defaults()
     parts = []
     for k, v in vars(args).items():
-        if k.startswith("_") or k not in defaults or v == defaults[k]:
+        if k.startswith("_") or k not in defaults or v == defaults[k] or k in ("config", "resume", "overwrite"):
             continue
         flag = "--" + k.replace("_", "-")
         if k == "full":
@@ -110,116 +124,154 @@ def _argv_of(args: argparse.Namespace) -> str:
         elif isinstance(v, bool):
             parts.append(flag)
         elif isinstance(v, list):
-            parts.append(f"{flag} {','.join(str(x) for x in v)}")
+            parts.append(f"{flag} {','.join(f'{x:g}' if isinstance(x, float) else str(x) for x in v)}")
         else:
             parts.append(f"{flag} {v}")
     return " ".join(parts)
 
 
-def build_sweep(args: argparse.Namespace):
+def build_sweep(args: argparse.Namespace, *, warn=None):
+    """The :class:`~rfa.fl.experiments.Sweep` of ``args``: the rho = 0 baseline added when missing, rho
+    values with nothing to corrupt dropped, each adaptation announced through ``warn(message)``."""
     from rfa.fl import experiments as ex
 
+    warn = warn or (lambda msg: None)
     base = ex.full_config() if args.full else ex.quick_config()
-    over = {}
-    for flag, field in (("data", "dataset"), ("data_dir", "data_dir"), ("model", "model"), ("partition", "partition"),
-                        ("dirichlet_alpha", "dirichlet_alpha"), ("rounds", "rounds"), ("clients", "num_clients"),
-                        ("clients_per_round", "clients_per_round"), ("local_epochs", "local_epochs"),
-                        ("batch_size", "batch_size"), ("lr", "lr"), ("eval_every", "eval_every")):
-        v = getattr(args, flag)
-        if v is not None:
-            over[field] = v
-    if args.local_steps is not None:
-        over["local_steps"] = args.local_steps
-    over["device"] = args.device
-    if over.get("dataset") == "shakespeare" and "partition" not in over:
-        over["partition"] = "natural"
-        over.setdefault("model", "lstm")
+    over = common.config_overrides(args)
+    if args.local_steps is not None and args.local_epochs is not None:
+        raise jobs.UsageError("give --local-steps or --local-epochs, not both")
+    if args.dirichlet_alpha is not None and over.get("partition", base.partition) != "dirichlet":
+        warn(f"--dirichlet-alpha does nothing with the {over.get('partition', base.partition)} partition")
     base = base.replace(**over)
+    base = base.replace(oracle_params=common.oracle_params(args))
     n_seeds = args.seeds if args.seeds is not None else (5 if args.full else 3)
-    sweep = ex.Sweep(
-        base=base,
-        aggregators=tuple(args.aggregators or ex.DEFAULT_AGGREGATORS),
-        corruptions=tuple(args.corruptions or ex.DEFAULT_CORRUPTIONS),
-        rhos=tuple(args.rhos if args.rhos is not None else ex.DEFAULT_RHOS),
-        seeds=tuple(range(n_seeds)),
-    )
-    return sweep
+    aggs = tuple(args.aggregators or ex.DEFAULT_AGGREGATORS)
+    corrs = tuple(args.corruptions or ex.DEFAULT_CORRUPTIONS)
+    rhos = sorted(set(args.rhos if args.rhos is not None else ex.DEFAULT_RHOS))
+    if 0.0 not in rhos:
+        rhos.insert(0, 0.0)
+        warn("added the rho = 0 baseline (the table's clean column and every plot's first point)")
+    if not [c for c in corrs if c != "none"] and any(r > 0 for r in rhos):
+        warn("no corruption besides none: only the rho = 0 runs are made")
+        rhos = [0.0]
+    elif [c for c in corrs if c != "none"] and rhos == [0.0]:
+        warn("every corruption is the identity at rho = 0: only the clean runs are made (give --rhos)")
+    if args.dropout_rate and not any(common.aggregator_is_secure(a) for a in aggs):
+        warn("--dropout-rate does nothing: none of the aggregators uses the secure protocol")
+    return ex.Sweep(base=base, aggregators=aggs, corruptions=corrs, rhos=tuple(rhos), seeds=tuple(range(n_seeds)))
+
+
+def _describe(sweep, configs) -> str:
+    rmax = [r for r in sweep.rhos if r > 0]
+    corrs = [c for c in sweep.corruptions if c != "none"] if rmax else []
+    shape = f"{len(sweep.aggregators)} aggregators x (rho=0 baseline"
+    if corrs:
+        shape += f" + {len(corrs)} corruption{'s' if len(corrs) > 1 else ''} x rho {','.join(f'{r:g}' for r in rmax)}"
+    return f"{len(configs)} runs: {shape}) x {len(sweep.seeds)} seeds"
 
 
 def run(args: argparse.Namespace) -> int:
-    from secagg.errors import SecAggError
+    return jobs.main_wrapper(COMMAND, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from secagg.errors import InvalidInput, SecAggError
 
     from rfa.fl import experiments as ex
     from rfa.fl.data import DataUnavailable
+    from rfa.fl.loop import build_data, make_aggregator, resolve_device
+    from rfa.fl.models import make_model
 
     t_start = time.perf_counter()
-    import os
-
-    import torch
-
-    on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    jobs = args.jobs if args.jobs is not None else (1 if on_cuda else max(1, min(4, os.cpu_count() or 1)))
-    if not on_cuda:
-        torch.set_num_threads(1)
+    out = saved_manifest = None
+    store = None
+    configs: list = []
     try:
-        sweep = build_sweep(args)
-        configs = ex.expand(sweep)
-        from rfa.fl.loop import build_data, make_aggregator, resolve_device
-        from rfa.fl.models import make_model
+        with jobs.handle_signals():
+            if args.resume:
+                out = jobs.prepare_out_dir(args.out, NAME, resume=args.resume)
+                saved_manifest = json.loads((out / jobs.RunStore.MANIFEST).read_text())
+                if saved_manifest.get("command") != COMMAND:
+                    raise jobs.UsageError(f"--resume {out}: that folder holds a {saved_manifest.get('command')!r} run")
+                args = common.resolve_resume(args, saved_manifest.get("args", {}), _parser_defaults())
+            sweep = build_sweep(args, warn=lambda msg: common.warn(COMMAND, msg))
+            configs = ex.expand(sweep)
+            device = resolve_device(sweep.base.device)
+            on_cuda = device.type == "cuda"
+            n_jobs = args.jobs if args.jobs is not None else (1 if on_cuda else max(1, min(4, os.cpu_count() or 1)))
+            if not on_cuda:
+                torch.set_num_threads(1)  # every run single-threaded: the same numbers serially and in workers
+            # validate every configuration (names, ranges, aggregator parameters) before any run starts
+            calls_of: dict[str, int] = {}  # secure calls per aggregation, as each aggregator declares it
+            for c in configs:
+                c.replace(oracle="ideal" if args.oracle == "auto" else args.oracle).validate()
+                key = json.dumps([c.aggregator, c.aggregator_params], sort_keys=True, default=str)
+                if key not in calls_of:
+                    agg = make_aggregator(c.aggregator, **common.bind_aggregator_params(c.aggregator, c.aggregator_params))
+                    calls_of[key] = getattr(agg, "calls_per_aggregation", None) or 0
+            data = build_data(sweep.base)
+            if sweep.base.clients_per_round > data.num_clients:
+                raise jobs.UsageError(f"--clients-per-round {sweep.base.clients_per_round} exceeds the {data.num_clients} "
+                                      f"clients of {sweep.base.dataset!r}")
+            dim = make_model(sweep.base.model, data.input_shape, data.num_classes, **sweep.base.model_params).dim
+            n_calls = sum(calls_of[json.dumps([c.aggregator, c.aggregator_params], sort_keys=True, default=str)] * c.rounds
+                          for c in configs)
+            if args.oracle == "auto" and saved_manifest is not None:
+                oracle, why = saved_manifest["oracle"], saved_manifest["oracle_choice"]  # the saved sweep's choice
+            else:
+                oracle, why = choose_oracle(args.oracle, n_calls, sweep.base.clients_per_round, dim,
+                                            budget_s=60.0 * max(1, n_jobs))
+            if args.oracle == "modular":
+                why = "modular (discretized modular sum, bit-identical to the faithful secagg protocol; deterministic)"
+            configs = [c.replace(oracle=oracle) for c in configs]
+            if oracle == "ideal" and sweep.base.oracle_params.get("dropout_rate"):
+                raise jobs.UsageError("--dropout-rate needs a secure protocol; --oracle auto chose the ideal oracle")
+            if out is None:
+                out = jobs.prepare_out_dir(args.out, NAME, overwrite=args.overwrite, owned=OUTPUT_FILES)
+            store = jobs.RunStore(out, ex.CSV_COLUMNS, resume=bool(args.resume), manifest={
+                "command": COMMAND, "args": common.saved_args(args), "oracle": oracle, "oracle_choice": why,
+                "runs": len(configs)})
+            b = sweep.base
+            print(f"{COMMAND}: {_describe(sweep, configs)}")
+            print(f"  data {b.dataset} ({data.num_clients} clients, {b.partition}), model {b.model} (d={dim}), "
+                  f"{b.rounds} rounds, m={b.clients_per_round}, device {device}, {n_jobs} worker process(es)")
+            drop = b.oracle_params.get("dropout_rate", 0.0)
+            print(f"  oracle: {why}" + (f"; client dropout rate {drop:g}" if drop else ""))
+            print(f"  output: {out}" + (f" (resuming: {len(store)} of {len(configs)} runs already saved)" if args.resume else ""))
+            ex.run_into_store(configs, store, jobs_=n_jobs, progress=not args.no_progress, desc=COMMAND)
+            wall = time.perf_counter() - t_start
+            records = ex.sweep_records(configs, store)
+            meta = {"command": f"{COMMAND} {_argv_of(args)}".strip(), "args": common.saved_args(args), "oracle_choice": why,
+                    "base_config": b.replace(oracle=oracle).to_dict(), "aggregators": list(sweep.aggregators),
+                    "corruptions": list(sweep.corruptions), "rhos": list(sweep.rhos), "seeds": list(sweep.seeds),
+                    "dropout_rate": drop, "wall_time_s": wall, "jobs": n_jobs, "num_clients": data.num_clients,
+                    "model_dim": dim}
+            paths = ex.write_outputs(out, records, meta=meta)
+            print()
+            print(paths["table"].read_text().rstrip())
+            print()
+            if not args.no_plots:
+                from rfa.fl.plots import plot_all
 
-        # validate every configuration (names, ranges, aggregator parameters, device) before any run starts
-        resolve_device(sweep.base.device)
-        calls_of: dict[str, int] = {}  # secure calls per aggregation, as each aggregator declares it
-        for c in configs:
-            c.replace(oracle="ideal" if args.oracle == "auto" else args.oracle).validate()
-            key = json.dumps([c.aggregator, c.aggregator_params], sort_keys=True, default=str)
-            if key not in calls_of:
-                calls_of[key] = make_aggregator(c.aggregator, **c.aggregator_params).calls_per_aggregation or 0
-        data = build_data(sweep.base)
-        if sweep.base.clients_per_round > data.num_clients:
-            raise ex.InvalidInput(f"--clients-per-round {sweep.base.clients_per_round} exceeds the {data.num_clients} "
-                                  f"clients of {sweep.base.dataset!r}")
-        dim = make_model(sweep.base.model, data.input_shape, data.num_classes, **sweep.base.model_params).dim
-        n_calls = sum(calls_of[json.dumps([c.aggregator, c.aggregator_params], sort_keys=True, default=str)] * c.rounds
-                      for c in configs)
-        oracle, why = choose_oracle(args.oracle, n_calls, sweep.base.clients_per_round, dim, budget_s=60.0 * max(1, jobs))
-        if args.oracle == "modular":
-            why = "modular (discretized modular sum, bit-identical to the faithful secagg protocol; deterministic)"
-        configs = [c.replace(oracle=oracle) for c in configs]
-        out = Path(args.out) if args.out else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S", time.gmtime())
-        out.mkdir(parents=True, exist_ok=True)
-    except (SecAggError, DataUnavailable, ValueError, OSError) as exc:
-        print(f"rfa compare: {exc}", file=sys.stderr)
-        return 2
-    b = sweep.base
-    print(f"rfa compare: {len(configs)} runs ({len(sweep.aggregators)} aggregators x corruptions x rho {list(sweep.rhos)} x "
-          f"{len(sweep.seeds)} seeds; rho=0 run once per aggregator and seed)")
-    print(f"  data {b.dataset} ({data.num_clients} clients, {b.partition}), model {b.model} (d={dim}), "
-          f"{b.rounds} rounds, m={b.clients_per_round}, device {b.device}, {jobs} worker process(es)")
-    print(f"  oracle: {why}")
-    try:
-        results = ex.run_sweep(configs, progress=not args.no_progress, jobs=jobs)
-    except (SecAggError, DataUnavailable, ValueError) as exc:
-        print(f"rfa compare: {exc}", file=sys.stderr)
-        return 2
-    wall = time.perf_counter() - t_start
-    meta = {"command": "rfa compare " + _argv_of(args), "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-            "oracle_choice": why,
-            "base_config": b.replace(oracle=configs[0].oracle).to_dict(), "aggregators": list(sweep.aggregators), "corruptions": list(sweep.corruptions),
-            "rhos": list(sweep.rhos), "seeds": list(sweep.seeds), "wall_time_s": wall, "jobs": jobs}
-    paths = ex.write_results(out, results, meta=meta)
-    rows = json.loads(paths["json"].read_text())["rows"]
-    summary = ex.summarise(rows)
-    table = ex.format_table(summary, max(sweep.rhos))
-    (out / "table.md").write_text(table + "\n")
-    print()
-    print(table)
-    print()
-    if not args.no_plots:
-        from rfa.fl.plots import plot_all
-
-        for pth in plot_all(json.loads(paths["json"].read_text()), out):
-            print(f"  plot: {pth}")
-    print(f"  results: {paths['csv']} and {paths['json']}")
-    print(f"  wall time: {time.perf_counter() - t_start:.1f} s")
-    return 0
+                for pth in plot_all(json.loads(paths["json"].read_text()), out):
+                    print(f"  plot: {pth}")
+            print(f"  results: {paths['csv']} and {paths['json']}")
+            print(f"  wall time: {time.perf_counter() - t_start:.1f} s")
+            return 0
+    except jobs.Interrupted as exc:
+        if store is None:
+            print(f"{COMMAND}: interrupted ({exc.name}) before any run started; nothing saved", file=sys.stderr)
+        else:
+            print(jobs.interrupted_message(COMMAND, exc, saved=len(store), total=len(configs), out=out), file=sys.stderr)
+        return jobs.EXIT_INTERRUPTED
+    except DataUnavailable as exc:
+        print(f"{COMMAND}: {exc}", file=sys.stderr)
+        return jobs.EXIT_USAGE
+    except SecAggError as exc:
+        if isinstance(exc, InvalidInput) or store is None:
+            raise
+        print(f"{COMMAND}: a run failed ({type(exc).__name__}: {exc}); {len(store)} of {len(configs)} runs saved in {out}",
+              file=sys.stderr)
+        return 1

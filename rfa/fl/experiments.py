@@ -9,15 +9,27 @@ Every run gives one row of ``results.csv`` / ``results.json``::
     aggregator, corruption, rho, seed, accuracy, secure_calls_per_round, bytes_per_client_per_round,
     max_effective_weight, secure_compatible, realised_rho, test_loss, backdoor_accuracy, oracle, ...
 
+``accuracy`` is ``test_correct / test_total`` (an exact fraction of the test examples); bytes are split
+into upload (client -> server) and download (server -> client) of the secure protocol, per participating
+client and round (plaintext-only aggregators: the float32 update uploaded in the clear, nothing down);
+``dropout_rate`` is the oracle's client dropout probability and ``min_survivor_fraction`` the smallest
+fraction of a call's clients whose inputs reached the average.
+
 and ``results.json`` also stores every run's config and per-round history (for Figure 4-style
 curves). Aggregators that need the corruption level (trimmed mean, multi-Krum) are told the
-expected number of corrupted clients among the m sampled, ``ceil(rho m)`` (seed 002 V-B: they
-"require exact knowledge of the level of corruption rho").
+expected number of corrupted clients among the m sampled, ``ceil(rho m)`` (Pillutla et al., Robust
+Aggregation for Federated Learning, Section V-B: they "require exact knowledge of the level of corruption
+rho").
+
+Runs are appended to a :class:`rfa.jobs.RunStore` as they finish (:func:`run_into_store`), keyed by
+:func:`config_key`; the tables and plots are derived from the store's records alone
+(:func:`sweep_records`, :func:`write_outputs`), so an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -25,10 +37,11 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from rfa import jobs
 from secagg.errors import InvalidInput
 
 from .config import FLConfig
@@ -45,6 +58,10 @@ __all__ = [
     "aggregator_params_for",
     "expand",
     "run_sweep",
+    "run_into_store",
+    "sweep_records",
+    "config_key",
+    "write_outputs",
     "summarise",
     "write_results",
     "format_table",
@@ -58,8 +75,9 @@ RLR_THETA = 4.0
 from rfa.aggregators import CLIP_BOUND  # noqa: E402  (the clipping rules' public bound in a study)
 
 CSV_COLUMNS = (
-    "aggregator", "corruption", "rho", "seed", "accuracy", "secure_calls_per_round", "bytes_per_client_per_round",
-    "max_effective_weight", "secure_compatible", "realised_rho", "test_loss", "backdoor_accuracy", "local_accuracy",
+    "aggregator", "corruption", "rho", "seed", "accuracy", "test_correct", "test_total", "secure_calls_per_round",
+    "bytes_per_client_per_round", "bytes_up_per_client_per_round", "bytes_down_per_client_per_round",
+    "dropout_rate", "min_survivor_fraction", "max_effective_weight", "secure_compatible", "realised_rho", "test_loss", "backdoor_accuracy", "local_accuracy",
     "oracle", "dataset", "model", "rounds", "clients_per_round", "num_clients", "wall_time_s",
     # config reference: the row's run is ``results.json["runs"][config_index]`` (its full FLConfig);
     # the fields that differ between studies are repeated here so the CSV stands on its own
@@ -140,8 +158,14 @@ def _row(res: RunResult, index: int | None = None) -> dict[str, Any]:
         "corruption_params": json.dumps(c["corruption_params"], sort_keys=True),
         "personalized": bool(c["personalized"]), "device": res.info.get("device", c["device"]),
         "aggregator": c["aggregator"], "corruption": c["corruption"], "rho": c["rho"], "seed": c["seed"],
-        "accuracy": f["accuracy"], "secure_calls_per_round": f["secure_calls_per_round"],
-        "bytes_per_client_per_round": f["bytes_per_client_per_round"], "max_effective_weight": f["max_effective_weight"],
+        "accuracy": f["accuracy"], "test_correct": f.get("test_correct"), "test_total": f.get("test_total"),
+        "secure_calls_per_round": f["secure_calls_per_round"],
+        "bytes_per_client_per_round": f["bytes_per_client_per_round"],
+        "bytes_up_per_client_per_round": f.get("bytes_up_per_client_per_round"),
+        "bytes_down_per_client_per_round": f.get("bytes_down_per_client_per_round"),
+        "dropout_rate": float(c["oracle_params"].get("dropout_rate", 0.0)) if c["oracle"] != "ideal" else 0.0,
+        "min_survivor_fraction": f.get("min_survivor_fraction"),
+        "max_effective_weight": f["max_effective_weight"],
         "secure_compatible": bool(f["secure_compatible"]), "realised_rho": f["realised_rho"], "test_loss": f["test_loss"],
         "backdoor_accuracy": f.get("backdoor_accuracy"), "local_accuracy": f.get("local_accuracy"), "oracle": c["oracle"],
         "dataset": c["dataset"], "model": c["model"], "rounds": c["rounds"], "clients_per_round": c["clients_per_round"],
@@ -159,44 +183,73 @@ def _run_one(cfg: FLConfig) -> RunResult:
     return res
 
 
+def config_key(cfg: FLConfig) -> str:
+    """The run store's key of a configuration (:func:`rfa.jobs.config_hash` of its dict)."""
+    return jobs.config_hash(cfg.to_dict())
+
+
+def _bar(total: int, initial: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="run", dynamic_ncols=True)
+
+
+def run_into_store(configs: Sequence[FLConfig], store: jobs.RunStore, *, jobs_: int = 1, progress: bool = True,
+                   desc: str = "rfa compare") -> int:
+    """Run every configuration of ``configs`` not yet recorded in ``store`` (by :func:`config_key`) and
+    append each one (its CSV row and ``RunResult.to_dict()``) as soon as it finishes; return how many
+    ran. ``jobs_ > 1`` uses worker processes (one torch thread each; see :func:`rfa.jobs.run_parallel`).
+    Rows carry ``config_index`` = the position in ``configs``, so a resumed sweep writes the same rows
+    as an uninterrupted one. Interruptions (:class:`rfa.jobs.Interrupted`) propagate after the
+    workers are stopped; everything appended so far stays in the store."""
+    keys = [config_key(c) for c in configs]
+    todo = [i for i, k in enumerate(keys) if k not in store]
+    bar = _bar(len(configs), len(configs) - len(todo), desc, progress)
+    ran = 0
+    try:
+        for j, res in jobs.run_parallel(_run_one, [configs[i] for i in todo], jobs=jobs_, initializer=_worker_init,
+                                        initargs=(1,)):
+            i = todo[j]
+            store.append(keys[i], _row(res, i), res.to_dict())
+            ran += 1
+            if bar is not None:
+                c = configs[i]
+                bar.set_postfix_str(f"{c.aggregator} {c.corruption} rho={c.rho:g} seed={c.seed}")
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return ran
+
+
+def sweep_records(configs: Sequence[FLConfig], store: jobs.RunStore) -> list[dict[str, Any]]:
+    """The store's records of ``configs``, in the order of ``configs`` (every one must be recorded)."""
+    by_key = {r["hash"]: r for r in store.records()}
+    missing = [c for c in configs if config_key(c) not in by_key]
+    if missing:
+        raise InvalidInput(f"{len(missing)} of {len(configs)} runs are not recorded in {store.folder}")
+    return [by_key[config_key(c)] for c in configs]
+
+
 def run_sweep(configs: Iterable[FLConfig], *, progress: bool = True, jobs: int = 1,
               on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
-    """Run every configuration; ``jobs > 1`` runs them in that many worker processes (one torch thread
-    each; small batched kernels gain nothing from intra-op threads). Results keep the input order and
-    do not depend on ``jobs`` (every run is seeded by its own config)."""
-    configs = list(configs)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    """Run every configuration (no store); ``jobs > 1`` runs them in that many worker processes (one
+    torch thread each; small batched kernels gain nothing from intra-op threads). Results keep the
+    input order and do not depend on ``jobs`` (every run is seeded by its own config)."""
+    from rfa import jobs as _jobs
 
-        bar = tqdm(total=len(configs), desc="rfa compare", unit="run", dynamic_ncols=True)
+    configs = list(configs)
+    bar = _bar(len(configs), 0, "rfa compare", progress)
     results: list[RunResult | None] = [None] * len(configs)
     try:
-        if jobs <= 1:
-            for i, cfg in enumerate(configs):
-                if bar is not None:
-                    bar.set_postfix_str(f"{cfg.aggregator} {cfg.corruption} rho={cfg.rho:g} seed={cfg.seed}")
-                results[i] = _run_one(cfg)
-                if on_result is not None:
-                    on_result(results[i])
-                if bar is not None:
-                    bar.update(1)
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(1,)) as pool:
-                futs = {pool.submit(_run_one, cfg): i for i, cfg in enumerate(configs)}
-                for fut in as_completed(futs):
-                    i = futs[fut]
-                    results[i] = fut.result()
-                    if on_result is not None:
-                        on_result(results[i])
-                    if bar is not None:
-                        c = configs[i]
-                        bar.set_postfix_str(f"{c.aggregator} {c.corruption} rho={c.rho:g} seed={c.seed}")
-                        bar.update(1)
+        for i, res in _jobs.run_parallel(_run_one, configs, jobs=jobs, initializer=_worker_init, initargs=(1,)):
+            results[i] = res
+            if on_result is not None:
+                on_result(res)
+            if bar is not None:
+                bar.update(1)
     finally:
         if bar is not None:
             bar.close()
@@ -225,6 +278,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 line[c + ":backdoor"] = sum(bd) / len(bd)
         line["secure_calls_per_round"] = sum(r["secure_calls_per_round"] for r in ra) / len(ra)
         line["bytes_per_client_per_round"] = sum(r["bytes_per_client_per_round"] for r in ra) / len(ra)
+        for k in ("bytes_up_per_client_per_round", "bytes_down_per_client_per_round"):
+            vals = [r[k] for r in ra if r.get(k) is not None]
+            line[k] = sum(vals) / len(vals) if vals else float("nan")
         line["max_effective_weight"] = max(r["max_effective_weight"] for r in ra)
         line["secure_compatible"] = all(r["secure_compatible"] for r in ra)
         out.append(line)
@@ -244,17 +300,26 @@ def format_table(summary: list[dict[str, Any]], rho_max: float, markdown: bool =
     per round, bytes per client per round, max effective weight s, secure-compatible."""
     if not summary:
         return "(no runs)"
-    corrs = [k for k in summary[0] if k not in ("aggregator", "clean", "secure_calls_per_round", "bytes_per_client_per_round",
-                                                 "max_effective_weight", "secure_compatible") and ":" not in k]
+    fixed = ("aggregator", "clean", "secure_calls_per_round", "bytes_per_client_per_round", "bytes_up_per_client_per_round",
+             "bytes_down_per_client_per_round", "max_effective_weight", "secure_compatible")
+    corrs = [k for k in summary[0] if k not in fixed and ":" not in k]
     bds = [c for c in corrs if any(c + ":backdoor" in s for s in summary)]
     head = ["aggregator", "acc (rho=0)"] + [f"acc {c} (rho={rho_max:g})" for c in corrs] + [
         f"backdoor acc {c} (rho={rho_max:g})" for c in bds] + [
-        "secure calls/round", "bytes/client/round", "max s", "secure-compatible"]
+        "secure calls/round", "upload/client/round", "download/client/round", "max s", "secure-compatible"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+
+    def pct(v: float) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+    def size(v: float) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else _fmt_bytes(v)
+
     for s in summary:
-        cells = [s["aggregator"], f"{100 * s['clean']:.1f}%"] + [f"{100 * s[c]:.1f}%" for c in corrs] + [
-            f"{100 * s[c + ':backdoor']:.1f}%" if c + ":backdoor" in s else "-" for c in bds] + [
-            f"{s['secure_calls_per_round']:.2f}", _fmt_bytes(s["bytes_per_client_per_round"]), f"{s['max_effective_weight']:.3f}",
+        cells = [s["aggregator"], pct(s["clean"])] + [pct(s[c]) for c in corrs] + [
+            pct(s[c + ":backdoor"]) if c + ":backdoor" in s else "-" for c in bds] + [
+            f"{s['secure_calls_per_round']:.2f}", size(s.get("bytes_up_per_client_per_round")),
+            size(s.get("bytes_down_per_client_per_round")), f"{s['max_effective_weight']:.3f}",
             "yes" if s["secure_compatible"] else "no"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -270,22 +335,42 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def write_results(out_dir: str | os.PathLike, results: list[RunResult], *, meta: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``results.csv`` (one row per run, :data:`CSV_COLUMNS`) and ``results.json`` (rows, every
-    run's config and history, and ``meta``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [_row(r, i) for i, r in enumerate(results)]
-    csv_path = out / "results.csv"
-    with csv_path.open("w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
-        wr.writeheader()
-        for r in rows:
-            wr.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    wr.writeheader()
+    for r in rows:
+        wr.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+    return jobs.atomic_write_text(path, buf.getvalue())
+
+
+def _meta(meta: dict[str, Any] | None) -> dict[str, Any]:
     meta = dict(meta or {})
     meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     meta.setdefault("torch", torch.__version__)
     meta.setdefault("python", platform.python_version())
-    json_path = out / "results.json"
-    json_path.write_text(json.dumps(_json_safe({"meta": meta, "rows": rows, "runs": [r.to_dict() for r in results]}), indent=1))
-    return {"csv": csv_path, "json": json_path}
+    return meta
+
+
+def write_outputs(out_dir: str | os.PathLike, records: list[dict[str, Any]], *, meta: dict[str, Any] | None = None,
+                  rho_max: float | None = None) -> dict[str, Path]:
+    """Write ``results.csv`` (one row per run, :data:`CSV_COLUMNS`), ``results.json`` (``meta``, the
+    rows, every run's config, final metrics and history) and ``table.md`` from run-store records (see
+    :func:`run_into_store`), in the order given. Each file is replaced atomically; everything is
+    derived from the records alone."""
+    out = Path(out_dir)
+    rows = [r["row"] for r in records]
+    csv_path = _write_csv(out / "results.csv", rows)
+    json_path = jobs.atomic_write_text(out / "results.json", json.dumps(
+        _json_safe({"meta": _meta(meta), "rows": rows, "runs": [r["record"] for r in records]}), indent=1))
+    rmax = max((float(r["rho"]) for r in rows), default=0.0) if rho_max is None else rho_max
+    table_path = jobs.atomic_write_text(out / "table.md", format_table(summarise(rows), rmax) + "\n")
+    return {"csv": csv_path, "json": json_path, "table": table_path}
+
+
+def write_results(out_dir: str | os.PathLike, results: list[RunResult], *, meta: dict[str, Any] | None = None) -> dict[str, Path]:
+    """:func:`write_outputs` for finished :class:`RunResult` objects (no run store)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [{"row": _json_safe(_row(r, i)), "record": _json_safe(r.to_dict())} for i, r in enumerate(results)]
+    return write_outputs(out, records, meta=meta)

@@ -123,6 +123,30 @@ def make_aggregator(name: str, **params: Any):
 
 
 @functools.lru_cache(maxsize=256)
+def secure_bytes_split_per_client(m: int, d: int) -> tuple[float, float]:
+    """(upload, download) bytes per client of one secure-average call with ``m`` clients and ``d``
+    coordinates, from the same cost model as :func:`secure_bytes_per_client`."""
+    from rfa.oracle import ModularOracle
+
+    try:
+        o = ModularOracle(seed=0)
+        o(torch.zeros(m, d, dtype=torch.float64), torch.ones(m, dtype=torch.float64))
+        return _split(o.calls[0])
+    except ImportError:  # secagg.average not installed in this checkout: masked-input upload only
+        return float(8 * (d + 1)), 0.0
+
+
+def _split(call: Any) -> tuple[float, float]:
+    """(upload, download) bytes per participating client of one oracle call: its mean
+    ``bytes_per_client`` divided in the ratio of the call's total upload and download bytes."""
+    up, down = float(call.bytes_up), float(call.bytes_down)
+    per = float(call.bytes_per_client)
+    if up + down <= 0:
+        return 0.0, 0.0
+    return per * up / (up + down), per * down / (up + down)
+
+
+@functools.lru_cache(maxsize=256)
 def secure_bytes_per_client(m: int, d: int) -> float:
     """Bytes per client of one secure-average call with ``m`` clients and ``d`` coordinates, from the
     analytical cost model behind :class:`rfa.oracle.ModularOracle` (identical to the faithful
@@ -168,7 +192,9 @@ def evaluate(model: FlatModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor
         yy = y.to(w.dtype)
         return {"accuracy": float("nan"), "loss": float(0.5 * ((out.reshape(yy.shape) - yy) ** 2).mean())}
     loss = torch.nn.functional.cross_entropy(out, y.long())
-    return {"accuracy": float((out.argmax(-1) == y).float().mean()), "loss": float(loss)}
+    # an exact fraction of the test examples (correct / total in float64), not a float32 mean
+    correct, total = int((out.argmax(-1) == y).sum()), int(y.numel())
+    return {"accuracy": correct / total if total else float("nan"), "loss": float(loss), "correct": correct, "total": total}
 
 
 @torch.no_grad()
@@ -187,8 +213,8 @@ def _local_eval(model: FlatModel, data: FederatedData, w: torch.Tensor, u: torch
             continue
         p = w if u is None else w + u[i]
         r = evaluate(model, p, data.local_test_x[a:b], data.local_test_y[a:b])
-        if not math.isnan(r["accuracy"]):
-            correct += r["accuracy"] * (b - a)
+        if "correct" in r:
+            correct += r["correct"]
         loss_sum += r["loss"] * (b - a)
         total += b - a
     return {"local_accuracy": correct / max(total, 1) if model.loss != "mse" else float("nan"),
@@ -328,6 +354,16 @@ class _Trainer:
             return sum(secure_bytes_per_client(c.n_clients, c.dim) * c.n_clients for c in calls) / self.m
         return sum(float(c.bytes_per_client) * c.n_clients for c in calls) / self.m
 
+    def price_bytes_split(self, r: Round) -> tuple[float, float]:
+        """:meth:`price_bytes` split into (upload, download) per participating client; plaintext:
+        the float32 update uploaded in the clear, nothing down."""
+        if not self.secure:
+            return float(4 * self.model.dim), 0.0
+        calls = r.out.calls if r.out is not None else []
+        parts = [(secure_bytes_split_per_client(c.n_clients, c.dim) if self.oracle_name == "ideal" else _split(c), c.n_clients)
+                 for c in calls]
+        return (sum(p[0] * k for p, k in parts) / self.m, sum(p[1] * k for p, k in parts) / self.m)
+
     def evaluate_round(self, r: Round) -> None:
         if (r.t + 1) % self.cfg.eval_every == 0 or r.t + 1 == self.cfg.rounds:
             ev = evaluate(self.model, self.w, self.data.test_x, self.data.test_y)
@@ -363,7 +399,12 @@ def _calls_metric(r: Round) -> dict[str, Any]:
 
 @_metric
 def _bytes_metric(r: Round) -> dict[str, Any]:
-    return {"bytes_per_client": r.run.price_bytes(r)}
+    up, down = r.run.price_bytes_split(r)
+    rec = {"bytes_per_client": r.run.price_bytes(r), "bytes_up_per_client": up, "bytes_down_per_client": down}
+    calls = r.out.calls if (r.out is not None and r.run.secure) else []
+    if calls:  # the smallest fraction of a call's clients whose inputs reached the average
+        rec["survivor_fraction"] = min(len(c.survivors) / c.n_clients for c in calls)
+    return rec
 
 
 @_metric
@@ -427,6 +468,8 @@ def run(
     model, w, u, data = tr.model, tr.w, tr.u, tr.data
     final = evaluate(model, w, data.test_x, data.test_y)
     result_final: dict[str, Any] = {"accuracy": final["accuracy"], "test_loss": final["loss"]}
+    if "correct" in final:
+        result_final.update(test_correct=final["correct"], test_total=final["total"])
     if data.local_offsets is not None:
         result_final.update(_local_eval(model, data, w, u, ~tr.corrupted))
         if u is not None:
@@ -439,6 +482,9 @@ def run(
     result_final.update({
         "secure_calls_per_round": sum(h["oracle_calls"] for h in history) / rounds_done,
         "bytes_per_client_per_round": sum(h["bytes_per_client"] for h in history) / rounds_done,
+        "bytes_up_per_client_per_round": sum(h["bytes_up_per_client"] for h in history) / rounds_done,
+        "bytes_down_per_client_per_round": sum(h["bytes_down_per_client"] for h in history) / rounds_done,
+        "min_survivor_fraction": min((h["survivor_fraction"] for h in history if "survivor_fraction" in h), default=None),
         "max_effective_weight": max_eff_seen,
         "secure_compatible": tr.secure,
         "realised_rho": tr.realised_rho,
