@@ -108,6 +108,9 @@ def render(results: dict[str, Any], images: list[str] | None = None) -> str:
     if pp.get("server_unmask_primitive"):
         L += ["### Server unmasking on the server's primitives (n=500, 10% dropouts)", "",
               md_table(_s(pp["server_unmask_primitive"], ["server_unmasking_s", "floor_s"]))]
+    if pp.get("robust_reconstruction"):
+        L += ["### Robust reconstruction of the self-mask seeds (complete graph, r = n shares each)", "",
+              md_table(_s(pp["robust_reconstruction"], ["t_only_s", "consistent_s", "one_wrong_s", "floor_s"]))]
     fl = results.get("flower", {})
     if fl.get("rows") or fl.get("skipped"):
         L += ["## 2. Against Flower SecAgg+", ""]

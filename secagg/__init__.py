@@ -14,6 +14,7 @@ from __future__ import annotations
 from secagg._lazy import lazy_exports
 from secagg.errors import (
     DecryptionFailed,
+    InconsistentShares,
     InconsistentView,
     InvalidInput,
     MalformedMessage,
@@ -42,10 +43,12 @@ _LAZY = {
     "Quantizer": "secagg.discretize",
     "choose_modulus": "secagg.discretize",
     "find_secagg_plus_params": "secagg.graph",
+    "WrongShare": "secagg.reconstruct",
 }
 
 __all__ = [
     "DecryptionFailed",
+    "InconsistentShares",
     "InconsistentView",
     "InvalidInput",
     "MalformedMessage",

@@ -98,6 +98,13 @@ class SecureAverageResult:
         over: ``"U3"``: the population the average is taken over.
         backend: ``"protocol"`` or ``"modular"``.
         sum: the unmasked sum over Z_M (``encoded_dim`` elements), as the server obtained it.
+        data_derived: the released parameters that were computed from the clients' data because the
+            caller gave no public value: ``"clip"`` (``c = max_ij |x_ij|``, or the rotated/L2 analogue,
+            when neither ``clip`` nor ``clip_norm`` is given) and ``"max_weight"`` (``W = max_i w_i``).
+            Each is a statistic of *all* m inputs (dropped clients included) that no server could know,
+            and publishing it (:attr:`clip`, :attr:`weight_bound`, :attr:`scale`, :attr:`modulus` depend on
+            it) leaks it: the defaults are a simulation convenience. A deployment passes public bounds,
+            and then this is empty.
     """
 
     average: np.ndarray
@@ -116,6 +123,7 @@ class SecureAverageResult:
     over: str = "U3"
     backend: str = "protocol"
     sum: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64), repr=False)
+    data_derived: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,7 @@ class _Plan:
     weight_bound: float  # W
     encodings: np.ndarray  # (m, encoded_dim + 1) over Z_M (dtype_for(M)); row i is client i's vector
     clipped: tuple[int, ...]
+    data_derived: tuple[str, ...] = ()  # parameters computed from the data (SecureAverageResult.data_derived)
 
 
 def _as_matrix_view(vectors: Any) -> tuple[np.ndarray, bool]:
@@ -263,7 +272,8 @@ def encode_clients(
     # and omega_i c <= c (omega_i = w_i / W <= 1 exactly, products rounded monotonically), so quantize's
     # safety clip is the identity here and is skipped
     enc = _quantize_rows(v, clip=c, scale=vq.scale, modulus=mod, rngs=rngs, in_range=True, row_scale=omega, tail=c)
-    return _Plan(vq, w, wb, enc, tuple(int(k) for k in clipped))
+    derived = (("clip",) if clip is None and clip_norm is None else ()) + (("max_weight",) if max_weight is None else ())
+    return _Plan(vq, w, wb, enc, tuple(int(k) for k in clipped), derived)
 
 
 def secure_average(
@@ -288,6 +298,7 @@ def secure_average(
     backend: str = "protocol",
     min_survivors: int | None = None,
     protocol: str = "bonawitz",
+    commit_self_masks: bool = False,
 ) -> SecureAverageResult:
     """Weighted average ``sum_{U3} w_i x_i / sum_{U3} w_i`` of real vectors by one secure aggregation.
 
@@ -296,17 +307,21 @@ def secure_average(
         weights: ``(m,)`` finite weights ``> 0`` computed by the clients (default: all 1).
         seed: reproducibility seed for the protocol's keys/masks, the rounding draws and the rotation.
         clip / clip_norm: per-coordinate bound ``c`` or L2 bound (at most one; default: the largest
-            ``|x_ij|``, a simulation convenience -- a deployment fixes ``c`` publicly).
+            ``|x_ij|``, a simulation convenience -- a deployment fixes ``c`` publicly: the default is a
+            statistic of the data, released in the result, see :attr:`SecureAverageResult.data_derived`).
         rotate: apply the randomized Walsh-Hadamard rotation before clipping coordinates.
         modulus / bits / scale: the ring and grid. Default: ``bits=32`` and the largest scale that cannot
             wrap for ``m`` clients (:func:`secagg.discretize.choose_modulus`); a forced ``modulus`` with a
             forced ``scale`` that can wrap raises :class:`OverflowRisk` before anything runs.
-        max_weight: public bound ``W >= w_i`` used to normalise weights (default ``max w_i``).
+        max_weight: public bound ``W >= w_i`` used to normalise weights (default ``max w_i``, derived from
+            the data and released like the default clip).
         threshold, graph, variant, dropouts, neighbours, corrupt_fraction, dropout_fraction, min_survivors,
             protocol: passed to :func:`secagg.protocol.run_secure_aggregation` (``dropouts``: client -> round
             at which it drops; ``dropout_fraction``: the delta a SecAgg+ graph is designed for, which also
             sets the survivor bound; ``protocol="plaintext"``: clients send their encodings in the clear).
         backend: ``"protocol"`` (the real protocol) or ``"modular"`` (same result without cryptography).
+        commit_self_masks: opt-in self-mask commitments (:func:`secagg.protocol.run_secure_aggregation`);
+            the modular backend prices them in its ledger.
 
     Returns:
         :class:`SecureAverageResult`; the average is over U3 (module docstring: encoding and error bound).
@@ -326,7 +341,7 @@ def secure_average(
     proto_kwargs = dict(
         modulus=vq.modulus, threshold=threshold, graph=graph, variant=variant, dropouts=dropouts, seed=seed,
         neighbours=neighbours, corrupt_fraction=corrupt_fraction, dropout_fraction=dropout_fraction,
-        min_survivors=min_survivors, protocol=protocol,
+        min_survivors=min_survivors, protocol=protocol, commit_self_masks=commit_self_masks,
     )
     if backend == "protocol":
         from secagg.protocol import run_secure_aggregation
@@ -384,4 +399,5 @@ def _decode(plan: _Plan, total: np.ndarray, included: tuple[int, ...], ledger: A
         over="U3",
         backend=backend,
         sum=np.asarray(total),
+        data_derived=plan.data_derived,
     )

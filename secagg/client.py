@@ -30,7 +30,9 @@ peer; Bonawitz et al. require ``t > (n + n_C) / 2`` for active security.
   For every other holder ``v`` it encrypts ``u || v || session || share(s_sk_u)_v || share(b_u)_v``
   with AES-256-GCM under the send key of :func:`channel_keys` (64 bytes of
   ``HKDF(KA(c_sk_u, c_pk_v); session, "share-channel", min(u,v), max(u,v))``: one half per direction),
-  the header also bound as associated data. The receive key for ``v -> u`` comes from the same
+  the header also bound as associated data. With self-mask commitments on (opt-in) the upload also
+  carries ``H(session, u, b_u)`` (:func:`secagg.reconstruct.self_mask_commitment`), signed in the
+  active variant, against which the server checks the ``b_u`` it reconstructs. The receive key for ``v -> u`` comes from the same
   agreement and is kept for round 4 (the paper re-derives it from ``c_sk_u``; same secret).
 * :meth:`Client.masked_input_collection` (round 2): the ciphertexts routed to it define its view of
   ``U2`` (``V2(u)`` = senders plus itself; abort if ``< t``). Computes
@@ -51,7 +53,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from secagg import keys, prg, ring, rules, shamir
+from secagg import keys, prg, reconstruct, ring, rules, shamir
 from secagg.drbg import Drbg
 from secagg.errors import (
     DecryptionFailed,
@@ -78,6 +80,7 @@ from secagg.messages import (
     UnmaskingRequest,
     UnmaskingResponse,
     advertise_payload,
+    commitment_payload,
     consistency_payload,
     share_aad,
 )
@@ -125,6 +128,8 @@ class Client:
         signing_key: this client's Ed25519 key registered in ``pki`` (active variant).
         min_survivors: the session's survivor bound (public); in the active variant the client refuses to
             sign a U3 that breaks the survivor policy (default ``t``).
+        commit_self_mask: send a commitment to ``b_u`` with the round-1 shares (signed in the active
+            variant; :func:`secagg.reconstruct.self_mask_commitment`).
 
     Attributes:
         expected_round: the round whose method may be called next (None once the client has finished
@@ -149,8 +154,10 @@ class Client:
         pki: Mapping[int, bytes] | None = None,
         signing_key: keys.SigningKey | None = None,
         min_survivors: int | None = None,
+        commit_self_mask: bool = False,
     ) -> None:
         self.id = int(id)
+        self.commit_self_mask = bool(commit_self_mask)
         self.modulus = int(modulus)
         self.threshold = int(threshold)
         self.graph = graph
@@ -285,8 +292,14 @@ class Client:
             self._recv_keys[v] = recv
             pt = SharePlaintext(self.id, v, self.session, key_shares[v], b_shares[v]).to_bytes()
             out.append((v, keys.seal(send, pt, aad=share_aad(self.id, v, self.session), nonce=nonces.bytes(keys.NONCE_SIZE))))
+        com = com_sig = None
+        if self.commit_self_mask:
+            com = reconstruct.self_mask_commitment(self.session, self.id, b)
+            if self.active:
+                assert self._signing_key is not None
+                com_sig = self._signing_key.sign(commitment_payload(self.session, self.id, com))
         self.expected_round = Round.MASKED_INPUT
-        return ShareKeys("share-keys", self.session, self.id, tuple(out)).to_bytes()
+        return ShareKeys("share-keys", self.session, self.id, tuple(out), com, com_sig).to_bytes()
 
     # ------------------------------------------------------------------------------------------
     # round 2: MaskedInputCollection

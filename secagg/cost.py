@@ -178,8 +178,12 @@ def our_model(
     variant: str = "honest-but-curious",
     drops: Mapping[str, int] | None = None,
     input_bits: int = 16,
+    commit_self_masks: bool = False,
 ) -> OurCost:
     """Closed-form cost of one run in our wire format, in ``O(1)`` (no per-message enumeration).
+
+    ``commit_self_masks``: the opt-in self-mask commitment, +32 bytes per round-1 upload (+64 more for
+    its signature in the active variant).
 
     ``k``: neighbours per client (``None`` or ``n - 1``: complete graph). ``drops``: round name ->
     number of clients that drop at that round (they send nothing from that round on).
@@ -225,7 +229,8 @@ def our_model(
     sig = msg.consistency_signature_size()
     rounds["advertise-keys"]["up"] = u1 * adv
     rounds["advertise-keys"]["down"] = u1 * msg.key_list_size(nb(u1, True) + 1, signed)
-    rounds["share-keys"]["up"] = u2 * msg.share_keys_size(nb(u1, True))
+    share_up = msg.share_keys_size(nb(u1, True), bool(commit_self_masks), active)
+    rounds["share-keys"]["up"] = u2 * share_up
     rounds["share-keys"]["down"] = u2 * msg.ciphertexts_size(nb(u2, True))
     rounds["masked-input"]["up"] = u3 * masked
     req_round = "consistency-check" if active else "masked-input"
@@ -241,7 +246,7 @@ def our_model(
         rounds[req_round]["down"] += u3 * msg.unmasking_request_size(ns, nd, 0)
     resp = msg.unmasking_response_size(ns, nd)
     rounds["unmasking"]["up"] = u5 * resp
-    up_client = adv + msg.share_keys_size(nb(u1, True)) + masked + (sig if active else 0) + resp
+    up_client = adv + share_up + masked + (sig if active else 0) + resp
     down_client = (
         msg.key_list_size(nb(u1, True) + 1, signed)
         + msg.ciphertexts_size(nb(u2, True))
@@ -289,7 +294,7 @@ def _params_key(p) -> tuple:  # noqa: ANN001 - SessionParams
     g = p.graph
     return (p.protocol, p.n, p.dim, p.modulus, g.n, g.k, bool(g.is_complete),
             None if g.is_complete else tuple(g.ring_order()), p.threshold, p.variant.value,
-            tuple(sorted(p.schedule.items())), p.min_survivors)
+            tuple(sorted(p.schedule.items())), p.min_survivors, p.commit_self_masks)
 
 
 def _run_params(params, *, cache: bool = True) -> ModelRun:  # noqa: ANN001 - SessionParams

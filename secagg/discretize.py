@@ -84,7 +84,7 @@ _U = 2.0**-53  # unit roundoff of float64
 def as_real_array(x: Any, *, ndim: int | None = 1, dim: int | None = None, name: str = "input") -> np.ndarray:
     """A finite float64 numpy copy of ``x`` (numpy array, sequence, or torch tensor by duck typing).
 
-    Raises :class:`InvalidInput` for NaN/Inf, complex, non-numeric data, a wrong number of axes (``ndim``)
+    Raises :class:`InvalidInput` for NaN/Inf, complex, boolean or non-numeric data, a wrong number of axes (``ndim``)
     or a last axis of the wrong length (``dim``). Never imports torch: an object with ``detach``, ``cpu``
     and ``numpy`` methods is converted with ``x.detach().cpu().numpy()``.
     """
@@ -100,8 +100,13 @@ def as_real_array(x: Any, *, ndim: int | None = 1, dim: int | None = None, name:
         arr = np.asarray(x)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise InvalidInput(f"{name}: cannot convert to a numeric array ({exc})") from exc
-    if arr.dtype == object or arr.dtype.kind not in "biuf":
+    if arr.dtype == object or arr.dtype.kind not in "iuf":
+        # booleans are refused as secagg.ring.as_ring_vector refuses them: True is not a measurement
         raise InvalidInput(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    if isinstance(x, (list, tuple)) and arr.dtype.kind in "iu" and any(
+        isinstance(v, (bool, np.bool_)) for v in np.asarray(x, dtype=object).ravel()
+    ):
+        raise InvalidInput(f"{name}: expected real numbers, got booleans")
     if ndim is not None and arr.ndim != ndim:
         raise InvalidInput(f"{name}: expected {ndim} axes, got shape {arr.shape}")
     if dim is not None and (arr.ndim == 0 or arr.shape[-1] != dim):

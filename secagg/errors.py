@@ -15,6 +15,7 @@ __all__ = [
     "ProtocolViolation",
     "InconsistentView",
     "ProtocolAborted",
+    "InconsistentShares",
     "StateError",
     "OverflowRisk",
 ]
@@ -85,6 +86,11 @@ class ProtocolAborted(SecAggError):
         return (type(self), (self.round, self.reason, self.party), self.__dict__)
 
 
+class InconsistentShares(ProtocolAborted):
+    """The server aborted: the shares of a secret are inconsistent beyond what Reed-Solomon decoding
+    corrects (``floor((r - t) / 2)`` wrong shares among ``r``), or a reconstructed secret disagrees with
+    what it must match (``s_pk``, or the self-mask commitment when commitments are on). Nothing is released.
+    """
 class StateError(ProtocolViolation):
     """A party's method was called out of order: a round before its predecessor, a round twice, a
     session run a second time, or a round fed a missing message (e.g. ``Server.advertise_keys(None)``)."""

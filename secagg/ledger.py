@@ -118,10 +118,13 @@ class Ledger:
         return out
 
     def expansion_factor(self, dim: int, input_bits: int) -> float:
-        """Mean upload per sending client divided by the raw input size ``dim * input_bits / 8`` bytes.
+        """Upload expansion: mean bytes *sent* per sending client divided by the raw input size
+        ``dim * input_bits / 8`` bytes.
 
-        This is the paper's "expansion factor" (Bonawitz et al. CCS'17, Section 7.1) measured on our
-        wire format rather than on their idealized accounting.
+        It counts uploads only (client -> server). Bonawitz et al. (CCS 2017, Section 7.1) quote
+        expansion for the data a client exchanges, so this is the upload half of their figure, measured
+        on our wire format; the downloads (key lists, routed ciphertexts, requests) are in
+        :meth:`download_per_client`.
         """
         if dim <= 0 or input_bits <= 0:
             raise InvalidInput("expansion_factor needs dim > 0 and input_bits > 0")

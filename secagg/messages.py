@@ -20,7 +20,8 @@ Common header, first ``HEADER_SIZE = 22`` bytes of every message::
 Constants: K = ``KEY_SIZE`` = 32 (X25519 / Ed25519 public key), G = ``SIGNATURE_SIZE`` = 64 (Ed25519),
 S = ``SHARE_SIZE`` (one Shamir share, :mod:`secagg.shamir`), C = ``CIPHERTEXT_SIZE`` =
 NONCE (12) + ``SHARE_PLAINTEXT_SIZE`` (4 + 4 + 16 + 2 S) + TAG (16) = 52 + 2 S,
-W = ``bit_width(M)``, ``P(d) = ceil(d W / 8)``, ``a`` = 1 for the active variant else 0.
+W = ``bit_width(M)``, ``P(d) = ceil(d W / 8)``, ``a`` = 1 for the active variant else 0, ``c`` = 1 with
+self-mask commitments on (opt-in; ``{x}`` present only then) else 0.
 
 Exact layouts (body = what follows the 22-byte header; ``[x]`` present only in the active variant)::
 
@@ -30,6 +31,7 @@ Exact layouts (body = what follows the 22-byte header; ``[x]`` present only in t
     2    key-list               down  0                 flags u8 | m u32 | m x (id u32 | c_pk K |     22 + 5 + m (4 + 2K + aG)
                                                         s_pk K | [sig G])
     3    share-keys             up    1                 m u32 | m x (recipient u32 | ciphertext C)    22 + 4 + m (4 + C)
+                                                        | {commitment 32 | [sig G]}                      + c (32 + aG)
     4    ciphertexts            down  1                 m u32 | m x (sender u32 | ciphertext C)       22 + 4 + m (4 + C)
     5    masked-input           up    2                 dim u32 | W u8 | packed vector P(dim)         22 + 5 + P(dim)
     6    consistency-request    down  2 (active only)   m u32 | m x id u32   (all of U3)              22 + 4 + 4m
@@ -60,7 +62,8 @@ The share ciphertext (AES-256-GCM, :func:`secagg.keys.seal`) encrypts ``SharePla
 session``; the receiver checks both the tag and the decrypted header (DecryptionFailed otherwise).
 
 Signed payloads (Ed25519, active variant): advertise = ``b"secagg/advertise-keys/v1" | session |
-id u32 | c_pk | s_pk``; consistency = ``b"secagg/consistency/v1" | session | m u32 | ids of U3``.
+id u32 | c_pk | s_pk``; self-mask commitment (when on) = ``b"secagg/commitment-signature/v1" |
+session | id u32 | commitment``; consistency = ``b"secagg/consistency/v1" | session | m u32 | ids of U3``.
 """
 
 from __future__ import annotations
@@ -68,7 +71,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -105,6 +107,8 @@ __all__ = [
     "share_aad",
     "advertise_payload",
     "consistency_payload",
+    "commitment_payload",
+    "COMMITMENT_SIZE",
     "advertise_keys_size",
     "key_list_size",
     "share_keys_size",
@@ -121,6 +125,7 @@ HEADER_SIZE = 1 + 1 + SESSION_SIZE + 4
 SHARE_PLAINTEXT_SIZE = 4 + 4 + SESSION_SIZE + 2 * SHARE_SIZE
 CIPHERTEXT_SIZE = NONCE_SIZE + SHARE_PLAINTEXT_SIZE + TAG_SIZE
 MAX_PARTY = 0xFFFFFFFF
+COMMITMENT_SIZE = 32  # SHA-256 self-mask commitment (secagg.reconstruct.self_mask_commitment)
 
 _U32 = struct.Struct(">I")
 _HDR = struct.Struct(">BB16sI")
@@ -453,11 +458,42 @@ class _CiphertextList(Message):
 
 @dataclass(frozen=True)
 class ShareKeys(_CiphertextList):
-    """Round 1 upload: ``(v, e_{u,v})`` for every other holder v of the sender's shares."""
+    """Round 1 upload: ``(v, e_{u,v})`` for every other holder v of the sender's shares.
+
+    With self-mask commitments on (opt-in) the body ends with the sender's ``commitment`` to ``b_u``
+    (:func:`secagg.reconstruct.self_mask_commitment`, 32 bytes) and, in the active variant, its Ed25519
+    ``commitment_signature`` over :func:`commitment_payload`; with them off the encoding is exactly the
+    paper's (no flag byte: the number of bytes after the ciphertexts, 0, 32 or 96, says which).
+    """
+
+    commitment: bytes | None = None
+    commitment_signature: bytes | None = field(default=None, repr=False)
 
     CODE: ClassVar[int] = 3
     KIND: ClassVar[str] = "share-keys"
     DIRECTION: ClassVar[str] = "up"
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.commitment is not None:
+            _check_bytes(self.commitment, COMMITMENT_SIZE, "commitment")
+        if self.commitment_signature is not None:
+            if self.commitment is None:
+                raise InvalidInput("a commitment signature needs a commitment")
+            _check_bytes(self.commitment_signature, SIGNATURE_SIZE, "commitment signature")
+
+    def _body(self) -> bytes:
+        return _pairs_bytes(self.ciphertexts) + (self.commitment or b"") + (self.commitment_signature or b"")
+
+    @classmethod
+    def _parse_body(cls, r: _Reader, round: str, session: bytes, party: int):  # noqa: ANN206
+        cts = _read_pairs(r, CIPHERTEXT_SIZE)
+        left = len(r.data) - r.pos
+        if left not in (0, COMMITMENT_SIZE, COMMITMENT_SIZE + SIGNATURE_SIZE):
+            raise MalformedMessage(f"{left} bytes after the ciphertexts: expected 0, {COMMITMENT_SIZE} or {COMMITMENT_SIZE + SIGNATURE_SIZE}")
+        com = r.take(COMMITMENT_SIZE) if left else None
+        sig = r.take(SIGNATURE_SIZE) if left > COMMITMENT_SIZE else None
+        return cls._make(round, session, party, cts, com, sig)
 
 
 @dataclass(frozen=True)
@@ -718,6 +754,11 @@ def advertise_payload(session: bytes, party: int, c_pk: bytes, s_pk: bytes) -> b
     return b"secagg/advertise-keys/v1" + session + _U32.pack(party) + c_pk + s_pk
 
 
+def commitment_payload(session: bytes, party: int, commitment: bytes) -> bytes:
+    """Bytes a client signs in round 1 (active variant, self-mask commitments on)."""
+    return b"secagg/commitment-signature/v1" + session + _U32.pack(party) + commitment
+
+
 def consistency_payload(session: bytes, survivors: tuple[int, ...]) -> bytes:
     """Bytes a client signs in round 3 (active variant): the session and its view of U3."""
     return b"secagg/consistency/v1" + session + _ids_bytes(tuple(survivors))
@@ -734,11 +775,15 @@ def key_list_size(entries: int, signed: bool) -> int:
     return HEADER_SIZE + 5 + entries * (4 + 2 * KEY_SIZE + (SIGNATURE_SIZE if signed else 0))
 
 
-def share_keys_size(ciphertexts: int) -> int:
+def share_keys_size(ciphertexts: int, commitment: bool = False, signed: bool = False) -> int:
+    """Round-1 upload: ``22 + 4 + m (4 + C)``, plus ``32 [+ 64]`` with a (signed) self-mask commitment."""
+    extra = (COMMITMENT_SIZE + (SIGNATURE_SIZE if signed else 0)) if commitment else 0
+    return HEADER_SIZE + 4 + ciphertexts * (4 + CIPHERTEXT_SIZE) + extra
+
+
+def ciphertexts_size(ciphertexts: int) -> int:
+    """Round-1 routing message: ``22 + 4 + m (4 + C)``."""
     return HEADER_SIZE + 4 + ciphertexts * (4 + CIPHERTEXT_SIZE)
-
-
-ciphertexts_size: Callable[[int], int] = share_keys_size
 
 
 def masked_input_size(dim: int, modulus: int) -> int:

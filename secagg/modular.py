@@ -67,6 +67,7 @@ class ModularClient:
         self.threshold = params.threshold
         self.active = params.variant is Variant.ACTIVE
         self._dim, self._modulus = params.dim, params.modulus
+        self._commit = params.commit_self_masks
         self.expected_round: Round | None = Round.ADVERTISE_KEYS
         self.aborted = None
 
@@ -96,7 +97,7 @@ class ModularClient:
         ids = key_list.ids  # U1 ∩ (N(u) ∪ {u}): the holders of this client's shares
         peers = ids - {self.id}
         return self._step(Round.SHARE_KEYS, ((len(ids), self.threshold, "|U1|"),),
-                          Token("share-keys", msg.share_keys_size(len(peers)), peers))
+                          Token("share-keys", msg.share_keys_size(len(peers), self._commit, self.active), peers))
 
     def masked_input_collection(self, routed: Token) -> Token:
         return self._step(Round.MASKED_INPUT, ((len(routed.ids) + 1, self.threshold, "|U2|"),),

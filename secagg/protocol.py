@@ -63,6 +63,7 @@ from secagg.ledger import Ledger
 from secagg.messages import SESSION_SIZE
 from secagg.rounds import ROUNDS, VARIANTS, Round, Variant
 from secagg.rules import Guarantee, default_threshold, parse_dropouts
+from secagg.reconstruct import WrongShare
 from secagg.transport import Interceptor, ProcessTransport, Transport, fork_available
 
 __all__ = [
@@ -125,6 +126,9 @@ class AggregationResult:
         guarantee: what the server enforced before releasing the sum (:class:`secagg.rules.Guarantee`:
             ``|U3| >= min_survivors``, ``G[U3]`` connected, the delta and gamma the graph was designed for).
         protocol: the protocol that ran (``"bonawitz"`` or ``"plaintext"``).
+        wrong_shares: the round-4 shares robust reconstruction proved wrong and corrected
+            (:class:`~secagg.reconstruct.WrongShare`: sender, secret, owner), in detection order; the
+            senders' later shares were ignored. Empty when every share was right.
     """
 
     sum: np.ndarray
@@ -144,6 +148,12 @@ class AggregationResult:
     graph_name: str = "complete"
     guarantee: Guarantee | None = None
     protocol: str = "bonawitz"
+    wrong_shares: tuple[WrongShare, ...] = ()
+
+    @property
+    def cheaters(self) -> frozenset[int]:
+        """The clients that sent at least one wrong share (the senders in :attr:`wrong_shares`)."""
+        return frozenset(w.sender for w in self.wrong_shares)
 
 
 def _validate_inputs(inputs, modulus: int) -> tuple[list[np.ndarray], int, int]:  # noqa: ANN001
@@ -236,6 +246,8 @@ class SessionParams:
         delta, gamma: the dropout and corrupt fractions the graph was designed for (None on the complete
             graph when not declared).
         protocol: the protocol's name in :data:`PROTOCOLS`.
+        commit_self_masks: opt-in self-mask commitments (every client commits to ``b_u`` in round 1, the
+            server checks each reconstructed ``b_u`` against it; :func:`run_secure_aggregation`).
     """
 
     n: int
@@ -252,6 +264,7 @@ class SessionParams:
     gamma: float | None
     protocol: str = "bonawitz"
     root: Drbg | None = field(default=None, repr=False, compare=False)
+    commit_self_masks: bool = False
 
     @property
     def rounds(self) -> tuple[Round, ...]:
@@ -281,12 +294,17 @@ class SessionParams:
         min_survivors: int | None = None,
         protocol: str = "bonawitz",
         derive_session: bool = True,
+        commit_self_masks: bool = False,
     ) -> "SessionParams":
         """Validate every argument (InvalidInput before anything runs) and derive the graph, threshold,
         session id and survivor bound from ``seed`` (module docstring). ``derive_session=False`` (the
         cryptography-free pair) skips the session id, and on the complete graph every key derivation."""
         if protocol not in PROTOCOLS:
             raise InvalidInput(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
+        if not isinstance(commit_self_masks, bool):
+            raise InvalidInput(f"commit_self_masks must be a bool, got {commit_self_masks!r}")
+        if commit_self_masks and protocol == "plaintext":
+            raise InvalidInput("protocol='plaintext' has no self masks to commit to")
         var = _variant(variant)
         if graph not in GRAPHS:
             raise InvalidInput(f"graph must be one of {GRAPHS}, got {graph!r}")
@@ -314,7 +332,7 @@ class SessionParams:
             delta if graph == "complete" else None)
         ms = rules.min_survivors_for(n, t, sparse=sparse, delta=d_policy, min_survivors=min_survivors)
         return cls(n, dim, modulus, t, g, graph, var, session, types.MappingProxyType(schedule), ms, d_policy,
-                   gamma if sparse else None, protocol, root)
+                   gamma if sparse else None, protocol, root, commit_self_masks)
 
     @classmethod
     def from_args(cls, args, n: int, dim: int, modulus: int, **overrides: object) -> "SessionParams":  # noqa: ANN001
@@ -331,6 +349,7 @@ class SessionParams:
             corrupt_fraction=get("corrupt_fraction", 0.05) if get("corrupt_fraction") is not None else 0.05,
             dropout_fraction=rate if rate and get("graph", "complete") == "secagg+" else None,
             min_survivors=get("min_survivors"), protocol=get("protocol", "bonawitz") or "bonawitz",
+            commit_self_masks=bool(get("commit_self_masks", False)),
         )
         kw.update(overrides)
         return cls.create(n, dim, modulus, **kw)
@@ -468,6 +487,7 @@ class Session:
             graph_name=self.graph_name,
             guarantee=self.params.guarantee(sets["U3"]),
             protocol=self.params.protocol,
+            wrong_shares=tuple(getattr(self.server, "wrong_shares", ())),  # a Server stand-in may not record them
         )
 
 
@@ -505,9 +525,19 @@ def run_secure_aggregation(
             min_survivors: raise the survivor bound explicitly (never below t).
             protocol: ``"bonawitz"`` (the default) or ``"plaintext"`` (clients send their inputs in the
                 clear: the baseline of the expansion factor); see :data:`PROTOCOLS`.
+            commit_self_masks: opt-in: every client sends a SHA-256 commitment to its self-mask seed
+                ``b_u``, bound to the session and ``u`` (signed in the active variant), with its round-1
+                shares (32 bytes, +64 signed, per client); the server checks every reconstructed ``b_u``
+                against it, so wrong shares beyond the decoding radius abort instead of corrupting the
+                sum. Off (default): the paper's wire format.
         server_class: alternative Server (tests: malicious servers). interceptor: hook on the wire.
         workers: run the clients' computations in this many forked worker processes (``1``, the
             default: in-process). Same result, ledger and errors for any value (module docstring).
+        commit_self_masks: opt-in: every client sends a SHA-256 commitment to its self-mask seed
+            ``b_u``, bound to the session and ``u`` (signed in the active variant), with its round-1
+            shares (32 bytes, +64 signed, per client); the server checks every reconstructed ``b_u``
+            against it, so wrong shares beyond the decoding radius abort instead of corrupting the sum.
+            Off (default): the paper's wire format.
 
     Returns:
         :class:`AggregationResult` with ``sum = sum_{u in U3} x_u mod M``.
@@ -515,7 +545,8 @@ def run_secure_aggregation(
     Raises:
         InvalidInput: bad arguments (before anything runs).
         ProtocolAborted: some round had fewer than t participants (or shares), or the survivor policy
-            failed; nothing is released.
+            failed; nothing is released. :class:`~secagg.errors.InconsistentShares` (a subclass) when
+            round-4 shares are wrong beyond what decoding corrects, or a reconstructed secret fails its check.
     """
     return Session(inputs, modulus=modulus, server_class=server_class, interceptor=interceptor, workers=workers,
                    **options).run()
@@ -549,7 +580,8 @@ def _bonawitz_clients(params: SessionParams, vecs: list[np.ndarray]) -> tuple[di
     clients = {
         u: Client(u, vecs[u], modulus=params.modulus, threshold=params.threshold, graph=params.graph,
                   variant=params.variant.value, session=params.session, drbg=drbgs[u], pki=pki,
-                  signing_key=signing[u] if signing else None, min_survivors=params.min_survivors)
+                  signing_key=signing[u] if signing else None, min_survivors=params.min_survivors,
+                  commit_self_mask=params.commit_self_masks)
         for u in range(n)
     }
     return clients, pki
@@ -563,6 +595,8 @@ def _bonawitz_server(params: SessionParams, pki: dict[int, bytes], server_class:
               variant=params.variant.value, session=params.session, pki=pki)
     if params.min_survivors != params.threshold:
         kw["min_survivors"] = params.min_survivors
+    if params.commit_self_masks:
+        kw["commit_self_masks"] = True
     return cls(**kw)  # type: ignore[operator]
 
 

@@ -113,6 +113,8 @@ def as_ring_vector(x: Any, modulus: int, dim: int | None = None, *, copy: bool =
     else:
         try:
             arr = np.asarray(x)
+            if arr.dtype.kind in "iu" and arr.ndim == 1 and any(isinstance(v, (bool, np.bool_)) for v in x):
+                raise InvalidInput("ring vector elements must be integers, got bool")  # [1, True] reads as ints
             if arr.dtype.kind not in "iu":
                 # numpy turns e.g. [0, 2**64 - 1] into float64 (lossy): re-read as Python objects
                 arr = np.array(x, dtype=object)

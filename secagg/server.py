@@ -16,6 +16,22 @@ functions of :mod:`secagg.rules`. Rounds must come in order (:attr:`Server.expec
 :class:`~secagg.errors.StateError` otherwise). ``H(u)`` (holders of u's shares) = ``{u}`` plus the clients the server forwarded ``u``'s
 ciphertexts to.
 
+Reconstruction in round 4 uses *every* share received, not just ``t``: the shares of each secret are
+checked to lie on one polynomial of degree ``t - 1`` (a dual-code check, cheap), and only on mismatch
+decoded as a Reed-Solomon codeword (:mod:`secagg.reconstruct`), correcting up to
+``floor((r - t) / 2)`` wrong shares among ``r``; their senders are recorded in :attr:`Server.wrong_shares`
+and ignored from then on. Shares inconsistent beyond that, or a reconstructed ``s_sk_v`` that does not
+match ``s_pk_v``, abort with :class:`~secagg.errors.InconsistentShares`.
+
+With ``commit_self_masks`` (opt-in) every round-1 upload must carry the sender's commitment to
+``b_u`` (signed in the active variant; uploads without it, or with a bad signature, are rejected) and
+every reconstructed ``b_u`` is checked against it: together with the ``s_pk`` check this means no
+reconstructed secret goes unchecked, so no wrong sum can be released.
+
+Round-0 advertisements are validated before they are forwarded: mis-signed (active), small-order or
+duplicated public keys are rejected (:meth:`Server.advertise_keys`), so one bad key drops its sender
+instead of making every honest client abort.
+
 Messages a client sends that fail to parse or disagree with the server's state (wrong session,
 round, sender, recipients) are *rejected*: the client is treated as dropped and the error kept in
 :attr:`Server.rejected`; the protocol continues if the threshold still holds.
@@ -27,13 +43,22 @@ Malicious servers for tests subclass :class:`Server` and override the message bu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from secagg import keys, prg, ring, rules, shamir
+from secagg import keys, prg, reconstruct, ring, rules, shamir
 from secagg.client import mask_sign, pairwise_seed
-from secagg.errors import InvalidInput, MalformedMessage, ProtocolAborted, ProtocolViolation, SecAggError, StateError
+from secagg.errors import (
+    InconsistentShares,
+    InvalidInput,
+    MalformedMessage,
+    ProtocolAborted,
+    ProtocolViolation,
+    SecAggError,
+    StateError,
+)
 from secagg.rounds import Round, Variant
 from secagg.messages import (
     AdvertiseKeys,
@@ -47,12 +72,22 @@ from secagg.messages import (
     ShareKeys,
     UnmaskingRequest,
     UnmaskingResponse,
+    advertise_payload,
+    commitment_payload,
     consistency_payload,
 )
 
 __all__ = ["Server"]
 
 Uploads = Iterable[tuple[int, bytes]]
+
+
+@functools.cache
+def _low_order_probe() -> keys.AgreementKey:
+    """A fixed, public X25519 key: exchanging with it yields the all-zero secret (refused by
+    :meth:`secagg.keys.AgreementKey.agree`) exactly for public keys of small order, since a clamped
+    X25519 scalar is a multiple of the cofactor 8. Nothing secret: it only tests keys."""
+    return keys.AgreementKey.from_private_bytes(bytes(range(1, 33)))
 
 
 class Server:
@@ -64,6 +99,8 @@ class Server:
         session: 16-byte session id.  pki: ``client id -> Ed25519 verification key`` (public).
         min_survivors: the survivor policy's bound on ``|U3|`` (:func:`secagg.rules.check_survivor_policy`;
             default ``t``).
+        commit_self_masks: require every round-1 upload to carry a commitment to ``b_u`` (signed in the
+            active variant) and check each reconstructed ``b_u`` against it.
 
     Attributes:
         expected_round: the round whose uploads the server accepts next (None once it has finished or
@@ -71,6 +108,8 @@ class Server:
         sets: ``"U1"``..``"U5"`` as they become known.
         rejected: ``client id -> error`` for uploads the server refused.
         keys: ``client id -> (c_pk, s_pk, signature)`` advertised in round 0.
+        wrong_shares: :class:`~secagg.reconstruct.WrongShare` records of the round-4 shares that robust
+            reconstruction proved wrong (their senders' later shares were ignored).
     """
 
     def __init__(
@@ -85,8 +124,11 @@ class Server:
         session: bytes,
         pki: Mapping[int, bytes] | None = None,
         min_survivors: int | None = None,
+        commit_self_masks: bool = False,
     ) -> None:
         self.n = int(n)
+        self.commit_self_masks = bool(commit_self_masks)
+        self._commitments: dict[int, bytes] = {}
         self.dim = int(dim)
         self.modulus = int(modulus)
         self.threshold = int(threshold)
@@ -107,6 +149,7 @@ class Server:
         self._acc: np.ndarray | None = None
         self._signatures: dict[int, bytes] = {}
         self._requests: dict[int, UnmaskingRequest] = {}
+        self.wrong_shares: list[reconstruct.WrongShare] = []
 
     # ------------------------------------------------------------------------------------------
     # helpers
@@ -169,18 +212,45 @@ class Server:
     # round 0: AdvertiseKeys
     # ------------------------------------------------------------------------------------------
     def advertise_keys(self, uploads: Uploads) -> dict[int, bytes]:
-        """Collect the public keys (U1); send each client the keys of ``U1 ∩ (N(u) ∪ {u})``."""
+        """Collect the public keys (U1); send each client the keys of ``U1 ∩ (N(u) ∪ {u})``.
+
+        Each advertisement is validated before it is forwarded (an honest client receiving a bad key
+        would abort, so one bad key would stop every client): a mis-signed one (active variant), a key
+        of small order (it would give an all-zero, publicly known agreement secret; detected by an
+        X25519 exchange with a fixed probe key, which ``cryptography`` refuses for such points) and every
+        advertisement holding a key value that appears more than once among the uploads (the server
+        cannot tell the original from the copy) are rejected: that client is not in U1.
+        """
         self._enter(Round.ADVERTISE_KEYS, uploads)
         everyone = set(range(self.n))
+        seen: set[int] = set()
         for cid, data in uploads:
-            msg = self._accept(AdvertiseKeys, "advertise-keys", cid, data, everyone - set(self.keys))
+            msg = self._accept(AdvertiseKeys, "advertise-keys", cid, data, everyone - seen)
             if msg is None:
                 continue
             assert isinstance(msg, AdvertiseKeys)
+            seen.add(cid)
             if (msg.signature is not None) != self.active:
                 self.rejected[cid] = ProtocolViolation("signature presence does not match the variant")
                 continue
+            try:
+                if msg.signature is not None:
+                    keys.verify_signature(self.pki.get(cid, b""), msg.signature, advertise_payload(self.session, cid, msg.c_pk, msg.s_pk))
+                for pk in (msg.c_pk, msg.s_pk):
+                    _low_order_probe().agree(pk)
+            except SecAggError as exc:
+                self.rejected[cid] = exc
+                continue
             self.keys[cid] = (msg.c_pk, msg.s_pk, msg.signature)
+        count: dict[bytes, int] = {}
+        for c_pk, s_pk, _ in self.keys.values():
+            for pk in (c_pk, s_pk):
+                count[pk] = count.get(pk, 0) + 1
+        for cid in sorted(self.keys):
+            c_pk, s_pk, _ = self.keys[cid]
+            if count[c_pk] > 1 or count[s_pk] > 1:
+                self.rejected[cid] = ProtocolViolation("advertises a public key that another advertisement (or its other key) repeats")
+                del self.keys[cid]
         u1 = frozenset(self.keys)
         self.sets["U1"] = u1
         self._need("advertise-keys", len(u1), "|U1|")
@@ -216,6 +286,19 @@ class Server:
             if recipients != expected:
                 self.rejected[cid] = ProtocolViolation("ciphertexts not addressed to exactly the sender's U1 neighbours")
                 continue
+            if (msg.commitment is not None) != self.commit_self_masks or (msg.commitment_signature is not None) != (
+                self.commit_self_masks and self.active
+            ):
+                self.rejected[cid] = ProtocolViolation("self-mask commitment presence does not match the session")
+                continue
+            if msg.commitment is not None:
+                if msg.commitment_signature is not None:
+                    try:
+                        keys.verify_signature(self.pki.get(cid, b""), msg.commitment_signature, commitment_payload(self.session, cid, msg.commitment))
+                    except SecAggError as exc:
+                        self.rejected[cid] = exc
+                        continue
+                self._commitments[cid] = msg.commitment
             got[cid] = msg.ciphertexts
         u2 = frozenset(got)
         self.sets["U2"] = u2
@@ -330,13 +413,17 @@ class Server:
     # round 4: Unmasking
     # ------------------------------------------------------------------------------------------
     def unmasking(self, uploads: Uploads) -> np.ndarray:
-        """Collect shares (U5); reconstruct ``b_u`` (u in U3) and ``s_sk_v`` (v dropped) from exactly t
-        shares each; remove self masks and the dropped clients' pairwise masks; return the sum over U3."""
+        """Collect shares (U5); reconstruct ``b_u`` (u in U3) and ``s_sk_v`` (v dropped) robustly from all
+        the shares received (:func:`secagg.reconstruct.recover`: wrong shares within the decoding radius
+        are corrected and their senders recorded in :attr:`wrong_shares`, more abort with
+        :class:`~secagg.errors.InconsistentShares`); remove self masks and the dropped clients' pairwise
+        masks; return the sum over U3."""
         self._enter(Round.UNMASKING, uploads)
         asked = frozenset(self._requests)
         b_sh: dict[int, dict[int, bytes]] = {}
         k_sh: dict[int, dict[int, bytes]] = {}
         u5: set[int] = set()
+        responses: dict[int, bytes] = {}
         for cid, data in uploads:
             msg = self._accept(UnmaskingResponse, "unmasking", cid, data, asked - u5)
             if msg is None:
@@ -351,6 +438,7 @@ class Server:
                 # reason to abort every reconstruction that would otherwise pick it
                 self.rejected[cid] = MalformedMessage("a share is not an element of the Shamir field")
                 continue
+            responses[cid] = bytes(data)
             for v, sh in msg.b_shares:
                 b_sh.setdefault(v, {})[cid] = sh
             for v, sh in msg.key_shares:
@@ -367,23 +455,41 @@ class Server:
         acc = self._acc
         assert acc is not None
         m = self.modulus
+        # robust reconstruction (secagg.reconstruct): a challenge fixed by every accepted share, then per
+        # secret one interpolation plus a dual-code check, Reed-Solomon decoding only on mismatch; a
+        # client caught with a wrong share is recorded and its later shares are ignored
+        rho = reconstruct.challenge(self.session, (c.to_bytes(4, "big") + responses[c] for c in sorted(responses)))
+
+        def ints(shares: dict[int, bytes]) -> dict[int, int]:
+            return {w: int.from_bytes(sh, "big") for w, sh in shares.items()}
+
+        batch = [("b", u, ints(b_sh[u])) for u in sorted(u3)] + [("s_sk", v, ints(k_sh[v])) for v in to_cancel]
         try:
-            # every secret from exactly t shares (the t smallest holder ids); each seed derived once
+            values, wrong = reconstruct.recover_many(batch, t, rho)
+            self.wrong_shares.extend(wrong)
+            secrets: dict[tuple[str, int], bytes] = {}
+            for (kind, owner, _), value in zip(batch, values):
+                if value >> 256:
+                    raise InconsistentShares("unmasking", f"reconstructed {kind}_{owner} is not a 32-byte secret")
+                secrets[kind, owner] = value.to_bytes(32, "big")
             masks: list[tuple[bytes, str, int]] = []
             for u in sorted(u3):
-                chosen = sorted(b_sh[u])[:t]
-                b_u = shamir.reconstruct({w: b_sh[u][w] for w in chosen}, t, 32)
+                b_u = secrets["b", u]
+                if self.commit_self_masks and reconstruct.self_mask_commitment(self.session, u, b_u) != self._commitments[u]:
+                    raise InconsistentShares("unmasking", f"reconstructed b_{u} does not match its commitment")
                 masks.append((b_u, prg.PURPOSE_SELF, -1))
             for v, survivors in to_cancel.items():
-                chosen = sorted(k_sh[v])[:t]
-                sk = keys.AgreementKey.from_private_bytes(shamir.reconstruct({w: k_sh[v][w] for w in chosen}, t, 32))
+                sk = keys.AgreementKey.from_private_bytes(secrets["s_sk", v])
                 if sk.public_bytes != self.keys[v][1]:
-                    raise MalformedMessage(f"reconstructed s_sk_{v} does not match its advertised s_pk")
+                    raise InconsistentShares("unmasking", f"reconstructed s_sk_{v} does not match its advertised s_pk")
                 for w in survivors:
                     seed = pairwise_seed(sk, self.keys[w][1], session=self.session, u=v, v=w)
                     masks.append((seed, prg.PURPOSE_PAIRWISE, -mask_sign(w, v)))
             # all masks removed in one streamed pass over acc per group of masks (prg.add_masks)
             prg.add_masks(acc, masks, session=self.session, modulus=m)
+        except ProtocolAborted:
+            self._acc = None
+            raise
         except SecAggError as exc:
             raise self._abort("unmasking", f"reconstruction failed: {exc}") from None
         self._acc = None

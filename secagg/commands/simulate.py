@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=float, default=None, help="per-coordinate clip c for --real (default: max |x|)")
     parser.add_argument("--backend", choices=("protocol", "modular"), default="protocol",
                         help="--real: run the protocol, or the bit-identical modular sum without cryptography")
+    parser.add_argument("--commit-self-masks", action="store_true",
+                        help="clients commit to their self-mask seeds in round 1 (opt-in; +32 bytes per client, "
+                             "+64 signed in the active variant): wrong shares can then only abort, never change the sum")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--workers", "-w", type=int, default=1,
                         help="run the clients in W forked worker processes (default 1: in-process; same result)")
@@ -134,6 +137,7 @@ def simulate(
     seed: int = 0,
     workers: int = 1,
     protocol: str = "bonawitz",
+    commit_self_masks: bool = False,
 ) -> dict[str, Any]:
     """Run one session and return a JSON-friendly report (``ok``, ``matches_plaintext``, ``aborted``,
     ``sets``, ``timings``, ``bytes``, parameters). InvalidInput for bad parameters. ``workers > 1`` runs
@@ -161,6 +165,7 @@ def simulate(
         "bit_width": ring.bit_width(m),
         "graph": graph,
         "variant": variant,
+        "commit_self_masks": commit_self_masks,
         "seed": seed,
         "dropouts": {str(u): r for u, r in sorted(schedule.items())},
     }
@@ -177,6 +182,7 @@ def simulate(
             workers=workers,
             dropout_fraction=_declared_delta(graph, dropout_rate),
             protocol=protocol,
+            commit_self_masks=commit_self_masks,
         )
     except ProtocolAborted as exc:
         ledger = exc.ledger
@@ -265,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
                 graph=args.graph, neighbours=args.neighbours, variant=args.variant, dropout_rate=args.dropout_rate,
                 drops=args.drop, seed=args.seed, weights=args.weights, clip=args.clip, backend=args.backend,
                 protocol=args.protocol,
+                commit_self_masks=args.commit_self_masks,
             )
         except SecAggError as exc:
             print(f"secagg simulate: error: {exc}", file=sys.stderr)
@@ -286,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             workers=args.workers,
             protocol=args.protocol,
+            commit_self_masks=args.commit_self_masks,
         )
     except SecAggError as exc:
         print(f"secagg simulate: error: {exc}", file=sys.stderr)
@@ -330,6 +338,7 @@ def simulate_real(
     clip: float | None = None,
     backend: str = "protocol",
     protocol: str = "bonawitz",
+    commit_self_masks: bool = False,
 ) -> dict[str, Any]:
     """One secure weighted average of real Gaussian vectors (``secagg.secure_average``); the report says
     whether the result is within the stated error bound of the plaintext weighted average over U3."""
@@ -354,7 +363,8 @@ def simulate_real(
     try:
         res = secure_average(x, w, seed=seed, clip=clip, bits=modulus_bits, threshold=threshold, graph=graph,
                              variant=variant, dropouts=schedule, neighbours=neighbours, backend=backend,
-                             dropout_fraction=_declared_delta(graph, dropout_rate), protocol=protocol)
+                             dropout_fraction=_declared_delta(graph, dropout_rate), protocol=protocol,
+                             commit_self_masks=commit_self_masks)
     except ProtocolAborted as exc:
         ledger = exc.ledger
         report.update(ok=False, within_bound=None, aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
