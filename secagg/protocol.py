@@ -44,6 +44,12 @@ processes (:class:`~secagg.transport.ProcessTransport`); clients and server stil
 through the transport and the result -- sum, sets, ledger, client errors, aborts -- is identical to
 ``workers=1`` for the same seed. Where ``fork`` is unavailable it falls back to ``workers=1`` with a
 ``RuntimeWarning``. ``workers=1`` (the default) is the in-process path.
+
+Ray (``executor="ray"``, opt-in, needs the ``ray`` extra): the clients' round computations run in Ray
+actors (:class:`~secagg.ray_transport.RayTransport`) on a local instance or on the cluster at
+``ray_address`` / ``RAY_ADDRESS``; same result, sets, ledger, messages, client errors and aborts as the
+in-process path for the same seed. A client task that fails there counts as that client's dropout at
+that round (``AggregationResult.failures``).
 """
 
 from __future__ import annotations
@@ -125,6 +131,8 @@ class AggregationResult:
         guarantee: what the server enforced before releasing the sum (:class:`secagg.rules.Guarantee`:
             ``|U3| >= min_survivors``, ``G[U3]`` connected, the delta and gamma the graph was designed for).
         protocol: the protocol that ran (``"bonawitz"`` or ``"plaintext"``).
+        failures: ``id -> (round, description)`` of client tasks that failed on Ray (``executor="ray"``);
+            each counts as that client dropping before sending in that round. Empty otherwise.
     """
 
     sum: np.ndarray
@@ -144,6 +152,7 @@ class AggregationResult:
     graph_name: str = "complete"
     guarantee: Guarantee | None = None
     protocol: str = "bonawitz"
+    failures: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 def _validate_inputs(inputs, modulus: int) -> tuple[list[np.ndarray], int, int]:  # noqa: ANN001
@@ -392,10 +401,23 @@ class Session:
         interceptor: Interceptor | None = None,
         workers: int = 1,
         params: SessionParams | None = None,
+        executor: str = "local",
+        ray_address: str | None = None,
         **options: object,
     ) -> None:
         """``options``: the session parameters of :meth:`SessionParams.create` (threshold, graph, variant,
-        dropouts, seed, ...), or a prepared ``params``."""
+        dropouts, seed, ...), or a prepared ``params``. ``executor``: ``"local"`` (in-process, or
+        ``workers`` forked processes) or ``"ray"`` (Ray actors; ``ray_address`` the cluster to join)."""
+        if executor not in ("local", "ray"):
+            raise InvalidInput(f"executor must be 'local' or 'ray', got {executor!r}")
+        if executor == "ray" and workers != 1:
+            raise InvalidInput("executor='ray' replaces workers: the clients run on the Ray cluster's CPUs; leave workers=1")
+        if executor == "local" and ray_address is not None:
+            raise InvalidInput("ray_address applies to executor='ray' only")
+        if executor == "ray":
+            from secagg.ray_transport import require_ray
+
+            require_ray()  # before any work: says how to install Ray when it is missing
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or int(workers) < 1:
             raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
         if params is None:
@@ -425,8 +447,12 @@ class Session:
             warnings.warn("parallel clients need the fork start method; running with workers=1", RuntimeWarning, stacklevel=2)
             self.workers = 1
         schedule = dict(params.schedule)
-        if self.workers > 1:
-            self.transport: Transport = ProcessTransport(self.clients, self.server, schedule, interceptor, workers=self.workers)
+        if executor == "ray":
+            from secagg.ray_transport import RayTransport  # imported only when chosen (optional extra)
+
+            self.transport: Transport = RayTransport(self.clients, self.server, schedule, interceptor, address=ray_address)
+        elif self.workers > 1:
+            self.transport = ProcessTransport(self.clients, self.server, schedule, interceptor, workers=self.workers)
         else:
             self.transport = Transport(self.clients, self.server, schedule, interceptor)
         self._ran = False
@@ -443,7 +469,9 @@ class Session:
             for rnd in self.params.rounds:
                 total = tr.run_round(rnd.value)
         except ProtocolAborted as exc:
-            raise exc.with_context(ledger=tr.ledger, sets=dict(self.server.sets), client_errors=dict(tr.client_errors)) from exc
+            aborted = exc.with_context(ledger=tr.ledger, sets=dict(self.server.sets), client_errors=dict(tr.client_errors))
+            aborted.failures = dict(getattr(tr, "failures", {}))  # type: ignore[attr-defined]
+            raise aborted from exc
         finally:
             tr.close()  # parallel clients: stop the workers (no-op in-process)
         assert isinstance(total, np.ndarray)
@@ -468,6 +496,7 @@ class Session:
             graph_name=self.graph_name,
             guarantee=self.params.guarantee(sets["U3"]),
             protocol=self.params.protocol,
+            failures=dict(getattr(tr, "failures", {})),
         )
 
 
@@ -478,6 +507,8 @@ def run_secure_aggregation(
     server_class: type | Callable[..., object] | None = None,
     interceptor: Interceptor | None = None,
     workers: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
     **options: object,
 ) -> AggregationResult:
     """Securely sum ``inputs`` over Z_M with the protocol of Bonawitz et al. (CCS 2017, Figure 4).
@@ -508,6 +539,10 @@ def run_secure_aggregation(
         server_class: alternative Server (tests: malicious servers). interceptor: hook on the wire.
         workers: run the clients' computations in this many forked worker processes (``1``, the
             default: in-process). Same result, ledger and errors for any value (module docstring).
+        executor: ``"local"`` (default: in-process, or ``workers`` forked processes) or ``"ray"``: the
+            clients run in Ray actors (module docstring); InvalidInput saying how to install Ray if it is
+            missing. ray_address: the cluster to join (default ``RAY_ADDRESS``, else a local instance
+            started and shut down by this call; an already initialized Ray is used as is).
 
     Returns:
         :class:`AggregationResult` with ``sum = sum_{u in U3} x_u mod M``.
@@ -518,7 +553,7 @@ def run_secure_aggregation(
             failed; nothing is released.
     """
     return Session(inputs, modulus=modulus, server_class=server_class, interceptor=interceptor, workers=workers,
-                   **options).run()
+                   executor=executor, ray_address=ray_address, **options).run()
 
 
 # ------------------------------------------------------------------------------------------ protocols
