@@ -59,7 +59,7 @@ from secagg.errors import InvalidInput, ProtocolViolation, SecAggError
 from secagg.graph import Graph
 from secagg.keys import SigningKey
 from secagg.messages import ROUNDS
-from secagg.transport import METHODS, Interceptor, Transport, _pack_exc, _unpack_exc
+from secagg.transport import _MIRRORED, METHODS, Interceptor, Transport, _pack_exc, _unpack_exc
 
 __all__ = ["RayTransport", "ray_cluster", "require_ray", "INSTALL_HINT", "EXECUTORS"]
 
@@ -68,8 +68,8 @@ EXECUTORS = ("local", "ray")
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'secagg-rfa[ray]' (from a checkout: pip install -e '.[ray]')"
 
-#: Client attributes copied back to the driver's mirror after every call (``aborted`` separately).
-_MIRRORED = ("released", "views", "_expect")
+# _MIRRORED (from secagg.transport): the client attributes copied back to the driver's mirror after every
+# call, as for forked workers (``aborted`` separately)
 
 
 def require_ray() -> None:
@@ -175,7 +175,7 @@ class _ClientPickler(pickle.Pickler):
 
 def dumps_clients(clients: Mapping[int, object]) -> bytes:
     """Serialize not-yet-started clients (see :class:`_ClientPickler`); ProtocolViolation if one has started."""
-    started = [u for u, c in clients.items() if getattr(c, "_expect", "advertise_keys") != "advertise_keys"]
+    started = [u for u, c in clients.items() if getattr(c, "expected_round", "advertise-keys") != "advertise-keys"]
     if started:
         raise ProtocolViolation(f"clients {started[:5]} have already run a round; only fresh clients can be shipped")
     buf = io.BytesIO()
