@@ -213,6 +213,173 @@ def big_round(n: int, d: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------------------------
+# serial vs Ray (secagg.ray_transport): SecAgg+ rounds, crossover, one training round
+# ------------------------------------------------------------------------------------------------
+def _descendants(pid: int) -> set[int]:
+    kids: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(p))
+            except OSError:
+                continue
+    out, todo = set(), [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _ray_processes_peak_mib(name: str = "ClientHost") -> float:
+    """Sum of the peak resident sets (VmHWM) of the Ray actor processes named ``name`` that this process
+    started (its descendants: the local instance's raylet forks the workers)."""
+    total = 0.0
+    for p in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if name.encode() not in f.read():
+                    continue
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+def executor_round(n: int, d: int, executor: str = "local", seed: int = 0, server_process: bool = True) -> dict[str, Any]:
+    """One faithful SecAgg+ session (honest-but-curious, parameter finder's (k, t), no dropouts) with the
+    clients in this process (``executor="local"``) or in Ray actors on a local instance with this
+    machine's cores (``"ray"``); run it in a fresh process. With ``server_process`` the server runs in
+    its own process (as in :func:`server_memory`), so its peak resident set is measured on its own.
+    Every client holds the same input row (a broadcast view: the driver holds no n x d matrix)."""
+    import contextlib
+
+    from secagg.protocol import Session
+
+    row = np.random.default_rng(seed).integers(0, 1 << 16, size=d).astype(np.uint32)
+    x = np.broadcast_to(row, (n, d))
+    holder: dict[str, _ServerProxy] = {}
+
+    def factory(**kw: Any) -> _ServerProxy:
+        holder["s"] = _ServerProxy(**kw)
+        return holder["s"]
+
+    if executor == "ray":
+        from secagg.ray_transport import ray_cluster
+
+        ctx = ray_cluster()
+    else:
+        ctx = contextlib.nullcontext()
+    actors_mib = None
+    with ctx:
+        t0 = time.perf_counter()
+        try:
+            s = Session(x, modulus=M, graph="secagg+", seed=seed, executor=executor,
+                        server_class=factory if server_process else None)
+            t_setup = time.perf_counter() - t0
+            res = s.run()
+        finally:
+            if "s" in holder:
+                holder["s"].close()
+        wall = time.perf_counter() - t0
+        if executor == "ray":
+            actors_mib = _ray_processes_peak_mib()
+    ok = bool(np.array_equal(res.sum, ((row.astype(np.uint64) * len(res.included)) % M).astype(res.sum.dtype)))
+    out: dict[str, Any] = {
+        "n": n, "d": d, "executor": executor, "k": res.graph.k, "t": res.threshold, "ok": ok, "wall_s": wall,
+        "setup_s": t_setup, "timings": res.timings, "driver_peak_rss_mib": _hwm_mib(), "actors_peak_rss_mib_sum": actors_mib,
+        "failures": len(res.failures), "ray_startup_s": getattr(s.transport, "startup_s", None),
+    }
+    if server_process and "s" in holder:
+        mem = holder["s"].memory
+        out.update(server_peak_rss_mib=mem["peak_rss_mib"], server_peak_minus_base_mib=mem["peak_rss_mib"] - mem["base_rss_mib"],
+                   server_per_round=holder["s"].per_round)
+    return out
+
+
+def training_round(m: int = 100, executor: str = "serial", rounds: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Local training of ``m`` sampled clients (MNIST-5k split over ``m`` clients, multinomial logistic
+    regression, one local epoch of batch 32): the executor's time per round, median over ``rounds``
+    rounds after one warm-up round; ``"ray"`` on a local instance with this machine's cores."""
+    import contextlib
+
+    import torch
+
+    from rfa.fl.config import FLConfig
+    from rfa.fl.executor import LocalTask, make_executor
+    from rfa.fl.loop import build_data
+    from rfa.fl.models import make_model
+
+    torch.set_num_threads(1)
+    cfg = FLConfig(num_clients=m, clients_per_round=m, device="cpu")
+    data = build_data(cfg)
+    model = make_model(cfg.model, data.input_shape, data.num_classes)
+    clients = np.arange(m)
+    sizes = (data.offsets[1:] - data.offsets[:-1]).numpy()
+    steps = np.maximum(1, np.ceil(sizes / cfg.batch_size)).astype(np.int64)
+    w = model.init_vector(seed)
+    ctx = contextlib.nullcontext()
+    if executor == "ray":
+        from secagg.ray_transport import ray_cluster
+
+        ctx = ray_cluster()
+    times = []
+    with ctx:
+        ex = make_executor(executor)
+        for r in range(rounds + 1):
+            task = LocalTask(model, data, clients, w.unsqueeze(0).expand(m, -1).contiguous(), steps, cfg.batch_size, cfg.lr,
+                             seed + r, epochs=True)
+            t0 = time.perf_counter()
+            out = ex.run(task)
+            times.append(time.perf_counter() - t0)
+            assert out.shape == (m, model.dim)
+        if hasattr(ex, "close"):
+            ex.close()
+    return {"m": m, "executor": executor, "d": model.dim, "steps_per_client": float(steps.mean()),
+            "round_s": float(np.median(times[1:])), "first_round_s": times[0], "cpus": os.cpu_count()}
+
+
+def executors(quick: bool = False, log=print, big: bool = False) -> dict[str, Any]:  # noqa: ANN001
+    """Serial vs Ray: SecAgg+ rounds, the crossover in n, a training round (see :func:`executor_round`)."""
+    out: dict[str, Any] = {}
+    if common.SMOKE:
+        grid, cross, m = [(30, 100)], [], 10
+    elif quick:
+        grid, cross, m = [(1000, 1000)], [100, 300], 100
+    else:
+        grid, cross, m = [(10000, 1000), (10000, 10000)], [100, 300, 1000, 3000], 100
+    rows = []
+    for n, d in grid:
+        for ex in ("local", "ray"):
+            r = _subprocess(f"scale.executor_round({n}, {d}, {ex!r})", 3600)
+            rows.append(r)
+            log(f"  SecAgg+ n={n} d={d} {ex:5s}: {r.get('wall_s', float('nan')):.1f} s, server peak "
+                f"{r.get('server_peak_rss_mib', float('nan')):.0f} MiB ({r.get('error', 'ok')})")
+    out["rounds"] = rows
+    cr = []
+    for n in cross:
+        pair = {ex: _subprocess(f"scale.executor_round({n}, 1000, {ex!r}, server_process=False)", 900) for ex in ("local", "ray")}
+        cr.append({"n": n, "local_s": pair["local"].get("wall_s"), "ray_s": pair["ray"].get("wall_s"),
+                   "ray_setup_s": pair["ray"].get("setup_s")})
+        log(f"  crossover n={n} d=1e3: serial {cr[-1]['local_s']:.2f} s, ray {cr[-1]['ray_s']:.2f} s")
+    out["crossover"] = cr
+    tr = {ex: _subprocess(f"scale.training_round({m}, {ex!r})", 900) for ex in ("serial", "ray")}
+    out["training"] = tr
+    log(f"  training round m={m}: serial {tr['serial'].get('round_s', float('nan')):.2f} s, ray {tr['ray'].get('round_s', float('nan')):.2f} s")
+    if big:  # last: the longest run (n = 1e5, d = 1e3, Ray only; serial projected from per-client costs)
+        r = _subprocess("scale.executor_round(100000, 1000, 'ray')", 4 * 3600)
+        out["big"] = r
+        log(f"  SecAgg+ n=100000 d=1000 ray: {r.get('wall_s', float('nan')):.0f} s, server peak "
+            f"{r.get('server_peak_rss_mib', float('nan')):.0f} MiB ({r.get('error', 'ok')})")
+    return out
+
+
 def _subprocess(expr: str, timeout: float) -> dict[str, Any]:
     code = f"import json, sys; from bench import scale; r = {expr}; json.dump(r, sys.stdout)"
     try:
@@ -225,11 +392,20 @@ def _subprocess(expr: str, timeout: float) -> dict[str, Any]:
     return json.loads(p.stdout)
 
 
+def _ray_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
 def run(quick: bool = False, repeats: int = 1, log=print) -> dict[str, Any]:  # noqa: ANN001
     out: dict[str, Any] = {"name": "scale"}
+    ray_ok = _ray_installed()
     if common.SMOKE:
         out["round"] = _subprocess("scale.big_round(20, 100)", 120)
         out["memory"] = _subprocess("scale.server_memory(10, 1000)", 120)
+        if ray_ok:
+            out["executors"] = executors(log=log)
         out["goals"] = []
         return out
     if quick:
@@ -237,6 +413,8 @@ def run(quick: bool = False, repeats: int = 1, log=print) -> dict[str, Any]:  # 
         r = _subprocess("scale.big_round(1000, 1000)", 600)
         m = _subprocess("scale.server_memory(100, 100000)", 600)
         out["round"], out["memory"] = r, m
+        if ray_ok:
+            out["executors"] = executors(quick=True, log=log)
         log(f"  (quick stand-ins) n=1000 d=1e3 round {r.get('wall_s', float('nan')):.1f} s; server peak at n=100, d=1e5: "
             f"{m.get('server_peak_minus_base_mib', float('nan')):.0f} MiB over base")
         out["goals"] = [
@@ -250,6 +428,10 @@ def run(quick: bool = False, repeats: int = 1, log=print) -> dict[str, Any]:  # 
     log(f"  server peak memory n=1000 d=1e6: {m.get('server_peak_rss_mib', float('nan')):.0f} MiB "
         f"({m.get('server_peak_minus_base_mib', float('nan')):.0f} MiB over the idle interpreter)")
     out["round"], out["memory"] = r, m
+    if ray_ok:
+        out["executors"] = executors(log=log, big=os.environ.get("BENCH_SCALE_BIG") == "1")
+    else:
+        log("  serial vs Ray skipped: Ray is not installed (pip install -e '.[ray]')")
     out["goals"] = [
         goal("SecAgg+ round at n=10,000, d=1e4 (seconds)", r.get("wall_s") if r.get("ok") else None, 600, unit=" s",
              note=r.get("error", "") or f"k={r.get('k')}, t={r.get('t')}, {r.get('ratio_to_floor', 0):.1f}x the keystream floor"),

@@ -23,3 +23,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):  # noqa: ANN001, ANN201
+    """Under ``pytest -n N`` keep each ``xdist_group`` on one worker (``--dist loadgroup``; ungrouped tests
+    are spread as with the default ``load``): the Ray tests then share one local Ray instance."""
+    if getattr(config.option, "dist", None) == "load":
+        config.option.dist = "loadgroup"

@@ -115,7 +115,7 @@ def test_clients_per_round_above_n_is_an_error_not_a_silent_clamp():
 
 @pytest.mark.parametrize("field,value", [("rho", 0.5), ("rho", -0.1), ("rho", float("nan")), ("aggregator", "geomed"),
                                          ("corruption", "meteor"), ("model", "resnet"), ("partition", "zipf"),
-                                         ("executor", "ray")])
+                                         ("executor", "spark")])
 def test_config_rejects_out_of_range_and_unknown_names(field, value):
     """rho must lie in [0, 1/2) (eq. 5 and the breakdown point); names are checked before any data is
     loaded."""

@@ -44,6 +44,12 @@ processes (:class:`~secagg.transport.ProcessTransport`); clients and server stil
 through the transport and the result -- sum, sets, ledger, client errors, aborts -- is identical to
 ``workers=1`` for the same seed. Where ``fork`` is unavailable it falls back to ``workers=1`` with a
 ``RuntimeWarning``. ``workers=1`` (the default) is the in-process path.
+
+Ray (``executor="ray"``, opt-in, needs the ``ray`` extra): the clients' round computations run in Ray
+actors (:class:`~secagg.ray_transport.RayTransport`) on a local instance or on the cluster at
+``ray_address`` / ``RAY_ADDRESS``; same result, sets, ledger, messages, client errors and aborts as the
+in-process path for the same seed. A client task that fails there counts as that client's dropout at
+that round (``AggregationResult.failures``).
 """
 
 from __future__ import annotations
@@ -129,6 +135,8 @@ class AggregationResult:
         wrong_shares: the round-4 shares robust reconstruction proved wrong and corrected
             (:class:`~secagg.reconstruct.WrongShare`: sender, secret, owner), in detection order; the
             senders' later shares were ignored. Empty when every share was right.
+        failures: ``id -> (round, description)`` of client tasks that failed on Ray (``executor="ray"``);
+            each counts as that client dropping before sending in that round. Empty otherwise.
     """
 
     sum: np.ndarray
@@ -149,6 +157,7 @@ class AggregationResult:
     guarantee: Guarantee | None = None
     protocol: str = "bonawitz"
     wrong_shares: tuple[WrongShare, ...] = ()
+    failures: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def cheaters(self) -> frozenset[int]:
@@ -411,10 +420,23 @@ class Session:
         interceptor: Interceptor | None = None,
         workers: int = 1,
         params: SessionParams | None = None,
+        executor: str = "local",
+        ray_address: str | None = None,
         **options: object,
     ) -> None:
         """``options``: the session parameters of :meth:`SessionParams.create` (threshold, graph, variant,
-        dropouts, seed, ...), or a prepared ``params``."""
+        dropouts, seed, ...), or a prepared ``params``. ``executor``: ``"local"`` (in-process, or
+        ``workers`` forked processes) or ``"ray"`` (Ray actors; ``ray_address`` the cluster to join)."""
+        if executor not in ("local", "ray"):
+            raise InvalidInput(f"executor must be 'local' or 'ray', got {executor!r}")
+        if executor == "ray" and workers != 1:
+            raise InvalidInput("executor='ray' replaces workers: the clients run on the Ray cluster's CPUs; leave workers=1")
+        if executor == "local" and ray_address is not None:
+            raise InvalidInput("ray_address applies to executor='ray' only")
+        if executor == "ray":
+            from secagg.ray_transport import require_ray
+
+            require_ray()  # before any work: says how to install Ray when it is missing
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or int(workers) < 1:
             raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
         if params is None:
@@ -444,8 +466,12 @@ class Session:
             warnings.warn("parallel clients need the fork start method; running with workers=1", RuntimeWarning, stacklevel=2)
             self.workers = 1
         schedule = dict(params.schedule)
-        if self.workers > 1:
-            self.transport: Transport = ProcessTransport(self.clients, self.server, schedule, interceptor, workers=self.workers)
+        if executor == "ray":
+            from secagg.ray_transport import RayTransport  # imported only when chosen (optional extra)
+
+            self.transport: Transport = RayTransport(self.clients, self.server, schedule, interceptor, address=ray_address)
+        elif self.workers > 1:
+            self.transport = ProcessTransport(self.clients, self.server, schedule, interceptor, workers=self.workers)
         else:
             self.transport = Transport(self.clients, self.server, schedule, interceptor)
         self._ran = False
@@ -462,7 +488,9 @@ class Session:
             for rnd in self.params.rounds:
                 total = tr.run_round(rnd.value)
         except ProtocolAborted as exc:
-            raise exc.with_context(ledger=tr.ledger, sets=dict(self.server.sets), client_errors=dict(tr.client_errors)) from exc
+            aborted = exc.with_context(ledger=tr.ledger, sets=dict(self.server.sets), client_errors=dict(tr.client_errors))
+            aborted.failures = dict(getattr(tr, "failures", {}))  # type: ignore[attr-defined]
+            raise aborted from exc
         finally:
             tr.close()  # parallel clients: stop the workers (no-op in-process)
         assert isinstance(total, np.ndarray)
@@ -488,6 +516,7 @@ class Session:
             guarantee=self.params.guarantee(sets["U3"]),
             protocol=self.params.protocol,
             wrong_shares=tuple(getattr(self.server, "wrong_shares", ())),  # a Server stand-in may not record them
+            failures=dict(getattr(tr, "failures", {})),
         )
 
 
@@ -498,6 +527,8 @@ def run_secure_aggregation(
     server_class: type | Callable[..., object] | None = None,
     interceptor: Interceptor | None = None,
     workers: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
     **options: object,
 ) -> AggregationResult:
     """Securely sum ``inputs`` over Z_M with the protocol of Bonawitz et al. (CCS 2017, Figure 4).
@@ -538,6 +569,10 @@ def run_secure_aggregation(
             shares (32 bytes, +64 signed, per client); the server checks every reconstructed ``b_u``
             against it, so wrong shares beyond the decoding radius abort instead of corrupting the sum.
             Off (default): the paper's wire format.
+        executor: ``"local"`` (default: in-process, or ``workers`` forked processes) or ``"ray"``: the
+            clients run in Ray actors (module docstring); InvalidInput saying how to install Ray if it is
+            missing. ray_address: the cluster to join (default ``RAY_ADDRESS``, else a local instance
+            started and shut down by this call; an already initialized Ray is used as is).
 
     Returns:
         :class:`AggregationResult` with ``sum = sum_{u in U3} x_u mod M``.
@@ -549,7 +584,7 @@ def run_secure_aggregation(
             round-4 shares are wrong beyond what decoding corrects, or a reconstructed secret fails its check.
     """
     return Session(inputs, modulus=modulus, server_class=server_class, interceptor=interceptor, workers=workers,
-                   **options).run()
+                   executor=executor, ray_address=ray_address, **options).run()
 
 
 # ------------------------------------------------------------------------------------------ protocols

@@ -44,7 +44,7 @@ Malicious servers for tests subclass :class:`Server` and override the message bu
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 
 import numpy as np
 
@@ -184,8 +184,11 @@ class Server:
             self.expected_round = None
             raise
 
-    def _accept(self, cls: type[Message], round: str, cid: int, data: bytes, allowed: frozenset[int] | set[int]) -> Message | None:
-        """Parse and check an upload; None (and record the rejection) if it is not acceptable."""
+    def _accept(self, cls: type[Message], round: str, cid: int, data: bytes, allowed: frozenset[int] | set[int],
+                done: Container[int] = ()) -> Message | None:
+        """Parse and check an upload from a client in ``allowed`` that has not sent one yet (not in ``done``);
+        None (and record the rejection) if it is not acceptable. O(1) per upload: the round's sets are
+        never rebuilt per message."""
         try:
             msg = cls.from_bytes(data)
             if msg.session != self.session:
@@ -194,7 +197,7 @@ class Server:
                 raise ProtocolViolation(f"tagged for round {msg.round!r}, expected {round!r}")
             if msg.party != cid:
                 raise ProtocolViolation(f"claims sender {msg.party} on client {cid}'s channel")
-            if cid not in allowed:
+            if cid not in allowed or cid in done:
                 raise ProtocolViolation(f"client {cid} is not expected in round {round!r}")
             return msg
         except SecAggError as exc:
@@ -225,7 +228,7 @@ class Server:
         everyone = set(range(self.n))
         seen: set[int] = set()
         for cid, data in uploads:
-            msg = self._accept(AdvertiseKeys, "advertise-keys", cid, data, everyone - seen)
+            msg = self._accept(AdvertiseKeys, "advertise-keys", cid, data, everyone, seen)
             if msg is None:
                 continue
             assert isinstance(msg, AdvertiseKeys)
@@ -277,7 +280,7 @@ class Server:
         u1 = self.sets["U1"]
         got: dict[int, tuple[tuple[int, bytes], ...]] = {}
         for cid, data in uploads:
-            msg = self._accept(ShareKeys, "share-keys", cid, data, u1 - set(got))
+            msg = self._accept(ShareKeys, "share-keys", cid, data, u1, got)
             if msg is None:
                 continue
             assert isinstance(msg, ShareKeys)
@@ -327,7 +330,7 @@ class Server:
         acc = ring.zeros(self.dim, m)
         seen: set[int] = set()
         for cid, data in uploads:
-            msg = self._accept(MaskedInput, "masked-input", cid, data, u2 - seen)
+            msg = self._accept(MaskedInput, "masked-input", cid, data, u2, seen)
             if msg is None:
                 continue
             assert isinstance(msg, MaskedInput)
@@ -390,7 +393,7 @@ class Server:
         self._enter(Round.CONSISTENCY_CHECK, uploads)
         u3 = self.sets["U3"]
         for cid, data in uploads:
-            msg = self._accept(ConsistencySignature, "consistency-check", cid, data, u3 - set(self._signatures))
+            msg = self._accept(ConsistencySignature, "consistency-check", cid, data, u3, self._signatures)
             if msg is None:
                 continue
             assert isinstance(msg, ConsistencySignature)
@@ -425,7 +428,7 @@ class Server:
         u5: set[int] = set()
         responses: dict[int, bytes] = {}
         for cid, data in uploads:
-            msg = self._accept(UnmaskingResponse, "unmasking", cid, data, asked - u5)
+            msg = self._accept(UnmaskingResponse, "unmasking", cid, data, asked, u5)
             if msg is None:
                 continue
             assert isinstance(msg, UnmaskingResponse)

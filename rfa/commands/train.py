@@ -55,8 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction in [0, 1) of each client's data held out for local accuracy "
                         "(default 0, or 0.2 with --personalized)")
     g.add_argument("--seed", type=jobs.int_arg(0), default=base.seed, help=f"seed of everything (default {base.seed})")
-    g.add_argument("--executor", default=base.executor, choices=("serial", "threads"),
-                   help=f"local-training executor (default {base.executor})")
+    g.add_argument("--executor", default=base.executor, choices=("serial", "threads", "processes", "ray"),
+                   help=f"local-training executor (default {base.executor}; ray: Ray tasks on one cluster for the command)")
+    g.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="with --executor ray: join this Ray cluster (default: RAY_ADDRESS, else a local instance on 127.0.0.1)")
     g.add_argument("--quiet", action="store_true", help="no per-round log")
     common.add_output_arguments(p, NAME, resumable=False)
 
@@ -145,7 +147,10 @@ def _run(args: argparse.Namespace) -> int:
                           f"calls {rec['cumulative_oracle_calls']}  s {rec['max_effective_weight']:.3f}", flush=True)
 
             t0 = time.perf_counter()
-            res = run_fl(cfg, progress=progress)
+            from rfa.fl.executor import executor_cluster
+
+            with executor_cluster(cfg.executor, args.ray_address):  # --executor ray: one cluster for the command
+                res = run_fl(cfg, progress=progress)
             f = res.final
             print(f"  realised rho {f['realised_rho']:.3f}; final metrics:")
             for k, v in f.items():

@@ -51,7 +51,8 @@ class FLConfig:
         eval_every: evaluate the server model every so many rounds (and at the end).
         seed: one seed for everything (data split, corrupted set, sampling, init, SGD noise, oracle).
         device: ``auto`` (CUDA when available) | ``cpu`` | ``cuda`` | ``cuda:N``.
-        executor: ``serial`` | ``threads`` (local-training seam, see ``rfa.fl.executor``).
+        executor: ``serial`` | ``threads`` | ``processes`` | ``ray`` (local-training seam, see
+            ``rfa.fl.executor``; ``ray`` needs the ``ray`` extra).
     """
 
     dataset: str = "mnist5k"

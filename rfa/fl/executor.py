@@ -11,8 +11,14 @@ and the threaded executor compute the same steps (equal up to floating-point sum
 
 An executor maps a :class:`LocalTask` to the ``(m, d)`` final local models. ``SerialExecutor`` (the
 default) runs it in-process; ``ThreadExecutor`` splits the clients over threads (torch releases the
-GIL in its kernels). A process pool or a distributed engine (e.g. Ray) would implement the same
-one-method interface; nothing else in the loop changes.
+GIL in its kernels); ``ProcessExecutor`` splits them over a pool of worker processes (one torch thread
+each); ``"ray"`` (:class:`rfa.fl.ray_executor.RayExecutor`, optional extra, imported only when chosen)
+runs each group as a Ray task on a local instance or a cluster. The grouped executors split the ``m``
+clients into consecutive groups (``numpy.array_split``) and concatenate the groups' results in client
+order; with the same groups and one torch thread per group, the process pool and Ray compute the same
+kernels on the same inputs and agree bit for bit. Against serial (one batched kernel over all ``m``
+clients) a different grouping changes the batch shapes, hence possibly the rounding of the last bits.
+Nothing else in the loop changes.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from secagg.errors import InvalidInput
 from .data import FederatedData
 from .models import FlatModel
 
-__all__ = ["LocalTask", "Executor", "SerialExecutor", "ThreadExecutor", "make_executor", "local_sgd", "EXECUTORS"]
+__all__ = ["LocalTask", "Executor", "SerialExecutor", "ThreadExecutor", "ProcessExecutor", "make_executor", "local_sgd",
+           "client_groups", "executor_cluster", "EXECUTORS"]
 
-EXECUTORS = ("serial", "threads")
+EXECUTORS = ("serial", "threads", "processes", "ray")
 
 
 @dataclass
@@ -130,6 +137,18 @@ class SerialExecutor:
         return local_sgd(task)
 
 
+def client_groups(m: int, groups: int) -> list[np.ndarray]:
+    """The row indices of ``m`` clients in at most ``groups`` consecutive non-empty groups
+    (``numpy.array_split``: the first ``m mod groups`` groups one longer)."""
+    return [g for g in np.array_split(np.arange(m), max(1, int(groups))) if len(g)]
+
+
+def _one_thread_sgd(task: LocalTask, rows: np.ndarray) -> torch.Tensor:
+    """:func:`local_sgd` on one torch thread (the process-pool and Ray workers' kernel)."""
+    torch.set_num_threads(1)
+    return local_sgd(task, rows)
+
+
 class ThreadExecutor:
     """Sampled clients split into ``workers`` groups trained on threads; same minibatches as serial."""
 
@@ -141,15 +160,74 @@ class ThreadExecutor:
         self.workers = workers
 
     def run(self, task: LocalTask) -> torch.Tensor:
-        groups = [g for g in np.array_split(np.arange(len(task.clients)), self.workers) if len(g)]
+        groups = client_groups(len(task.clients), self.workers)
         with ThreadPoolExecutor(max_workers=len(groups)) as pool:
             parts = list(pool.map(lambda g: local_sgd(task, g), groups))
         return torch.cat(parts, dim=0)
 
 
+class ProcessExecutor:
+    """Sampled clients split into ``workers`` groups (:func:`client_groups`), each trained in a worker
+    process of a pool (``spawn``; one torch thread per worker), results concatenated in client order.
+    The pool starts at the first round and lives until :meth:`close` (or garbage collection)."""
+
+    name = "processes"
+
+    def __init__(self, workers: int = 2) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
+        self.workers = workers
+        self._pool = None
+
+    def run(self, task: LocalTask) -> torch.Tensor:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        groups = client_groups(len(task.clients), self.workers)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+        parts = list(self._pool.map(_one_thread_sgd, [task] * len(groups), groups))
+        return torch.cat([p.to(task.start.device) for p in parts], dim=0)
+
+    def close(self) -> None:
+        """Stop the pool (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            pass
+
+
+def executor_cluster(name: str, address: str | None = None):  # noqa: ANN201 - a context manager
+    """The context a command runs in: for ``"ray"`` one Ray cluster for the whole command
+    (:func:`secagg.ray_transport.ray_cluster`: ``address``, else ``RAY_ADDRESS``, else a local instance
+    shut down at the end); a no-op for the other executors. InvalidInput if Ray is missing."""
+    import contextlib
+
+    if name != "ray":
+        if address is not None:
+            raise InvalidInput("--ray-address needs --executor ray")
+        return contextlib.nullcontext()
+    from secagg.ray_transport import ray_cluster, require_ray
+
+    require_ray()
+    return ray_cluster(address)
+
+
 def make_executor(name: str = "serial", **params) -> Executor:
+    """An executor by name (``EXECUTORS``); ``"ray"`` imports :mod:`rfa.fl.ray_executor` (optional extra)."""
     if name == "serial":
         return SerialExecutor()
     if name == "threads":
         return ThreadExecutor(**params)
+    if name == "processes":
+        return ProcessExecutor(**params)
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(**params)
     raise InvalidInput(f"unknown executor {name!r}; choose one of {EXECUTORS}")

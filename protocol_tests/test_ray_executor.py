@@ -1,0 +1,488 @@
+"""Ray executors: protocol clients in Ray actors (secagg.ray_transport) and local training as Ray tasks
+(rfa.fl.ray_executor) give the results of the paths they replace.
+
+All tests of this module share one local Ray instance (2 CPUs, module-scoped fixture; the module is one
+xdist group so a parallel run starts it once); the Ctrl-C test starts its own in a subprocess.
+
+* Protocol: for fixed schedules with a dropout at every round (before and after sending), on the complete
+  graph and on SecAgg+, in both variants, and for a random sample of scenarios (hypothesis), the Ray run
+  equals the in-process run for the same seed: sum (values, dtype), U1..U5, ledger entries *in order*,
+  every message on the wire byte for byte (digests, in order), client errors, rejected uploads, the
+  client mirrors, or the same ProtocolAborted.
+* Failures: a client task that raises (not a SecAggError), and an actor killed between rounds, count as
+  the affected clients' dropouts at that round: the result equals the serial run given that schedule.
+* A local instance started by the project listens on loopback only; the dashboard is off.
+* Training: the Ray executor equals the process-pool executor with the same grouping bit for bit, and the
+  serial executor within a tolerance stated in the test; a failing training task is a typed error.
+* Without Ray the default paths never import it, and ``executor="ray"`` says how to install it.
+* Ctrl-C during ``secagg simulate --executor ray``: exit 130, the local cluster's processes are gone.
+No timing assertions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg.commands.simulate import random_inputs
+from secagg.errors import InvalidInput, ProtocolAborted
+from secagg.messages import ROUNDS
+from secagg.protocol import Session
+
+ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install -e '.[ray]'")
+
+from secagg.ray_transport import RayTransport, dumps_clients, ray_cluster  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+VARIANTS = ("honest-but-curious", "active")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray instance (2 CPUs) for every test of this module."""
+    with ray_cluster(num_cpus=2) as r:
+        yield r
+    assert not ray.is_initialized()
+
+
+def _err(e) -> tuple | None:  # noqa: ANN001
+    return None if e is None else (type(e), str(e), getattr(e, "round", None), getattr(e, "party", None))
+
+
+def _outcome(session: Session) -> dict:
+    """Everything observable about one run except timings (the Ray path must reproduce it exactly)."""
+    out: dict = {}
+    try:
+        res = session.run()
+    except ProtocolAborted as exc:
+        out["aborted"] = (exc.round, exc.reason, exc.party)
+        out["ledger"] = list(exc.ledger)
+        out["client_errors"] = {u: _err(e) for u, e in exc.client_errors.items()}
+        out["sets"] = dict(exc.sets)
+    else:
+        out["sum"] = (res.sum.dtype, res.sum.tolist())
+        out["included"] = res.included
+        out["sets"] = res.sets
+        out["ledger"] = list(res.ledger)
+        out["client_errors"] = {u: _err(e) for u, e in res.client_errors.items()}
+        out["rejected"] = {u: _err(e) for u, e in res.rejected.items()}
+        out["params"] = (res.threshold, res.n, res.dim, res.modulus, res.variant, res.session, res.graph_name)
+    out["clients"] = {u: (_err(c.aborted), c.released, c.views) for u, c in session.clients.items()}
+    return out
+
+
+class _Wire:
+    """Interceptor recording a digest of every message in flight, in order (the messages must be the
+    same bytes, not only the same sizes: same keys, ciphertexts and masked inputs)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, int, str]] = []
+
+    def __call__(self, round: str, direction: str, u: int, data: bytes) -> bytes:
+        self.seen.append((round, direction, u, hashlib.sha256(data).hexdigest()))
+        return data
+
+
+def _pair(xs, **kw) -> tuple[dict, dict, Session]:  # noqa: ANN001
+    w1, w2 = _Wire(), _Wire()
+    serial = _outcome(Session(xs, interceptor=w1, **kw))
+    s = Session(xs, executor="ray", interceptor=w2, **kw)
+    assert isinstance(s.transport, RayTransport)
+    remote = _outcome(s)
+    serial["wire"], remote["wire"] = w1.seen, w2.seen
+    assert serial["wire"]
+    return serial, remote, s
+
+
+# ------------------------------------------------------------------------------------------------
+# protocol: bit-identical to the in-process path
+# ------------------------------------------------------------------------------------------------
+EVERY_ROUND = {0: "advertise-keys", 1: "share-keys:after", 2: "masked-input", 3: "masked-input:after",
+               4: "consistency-check", 5: "unmasking", 6: "advertise-keys:after", 7: "unmasking:after"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("graph", ["complete", "secagg+"])
+def test_dropouts_at_every_round_give_the_serial_run(variant, graph) -> None:  # noqa: ANN001
+    n, d, m = 22, 37, 2**32
+    xs = random_inputs(n, d, m, 5)
+    kw = dict(modulus=m, variant=variant, dropouts=EVERY_ROUND, seed=11)
+    if graph == "secagg+":
+        # the survivor bound ceil((1 - delta) n) must admit the 6 clients that drop before unmasking
+        kw.update(graph="secagg+", neighbours=14, threshold=9, dropout_fraction=0.5)
+    serial, remote, s = _pair(xs, **kw)
+    assert "sum" in serial, serial.get("aborted")  # the schedule is meant to complete
+    assert remote == serial
+    assert s.transport.failures == {}
+
+
+def test_an_aborting_schedule_aborts_the_same_way() -> None:
+    xs = random_inputs(8, 5, 2**16, 2)
+    kw = dict(modulus=2**16, threshold=6, dropouts={u: "masked-input" for u in range(3)}, seed=4)
+    serial, remote, _ = _pair(xs, **kw)
+    assert serial["aborted"][0] == "masked-input"
+    assert remote == serial
+
+
+drop_specs = st.sampled_from([f"{r}{suffix}" for r in ROUNDS for suffix in ("", ":after")])
+
+
+@st.composite
+def scenarios(draw):
+    n = draw(st.integers(2, 12))
+    variant = draw(st.sampled_from(VARIANTS))
+    sparse = n >= 5 and draw(st.booleans())
+    k = 2 * draw(st.integers(1, (n - 2) // 2)) if sparse else None
+    holders = (k + 1) if sparse else n
+    t = draw(st.integers(max(2, holders // 2 + 1) if variant == "active" else 2, holders))
+    d = draw(st.integers(1, 16))
+    m = draw(st.sampled_from([2**8, 2**32, 2**64, 251, 2**31 - 1]))
+    schedule = draw(st.dictionaries(st.integers(0, n - 1), drop_specs, max_size=n))
+    return n, variant, k, t, d, m, schedule, draw(st.integers(0, 2**32))
+
+
+@pytest.mark.slow
+@settings(max_examples=8)
+@given(scenarios())
+def test_random_scenarios_give_the_serial_run(case) -> None:  # noqa: ANN001
+    n, variant, k, t, d, m, schedule, seed = case
+    kw = dict(modulus=m, threshold=t, variant=variant, dropouts=schedule, seed=seed)
+    if k is not None:
+        kw.update(graph="secagg+", neighbours=k)
+    serial, remote, _ = _pair(random_inputs(n, d, m, seed), **kw)
+    assert remote == serial
+
+
+def test_small_chunks_and_many_actors_change_nothing() -> None:
+    """One client per call and one actor per client: the streaming order is still the serial one."""
+    xs = random_inputs(9, 7, 2**32, 3)
+    kw = dict(modulus=2**32, dropouts={2: "masked-input", 5: "share-keys:after"}, seed=9)
+    w1, w2 = _Wire(), _Wire()
+    serial = _outcome(Session(xs, interceptor=w1, **kw))
+    s = Session(xs, executor="ray", **kw)
+    s.transport = RayTransport(s.clients, s.server, s.transport.dropouts, w2, actors=9, chunk=1)
+    assert _outcome(s) == serial and w1.seen == w2.seen
+
+
+# ------------------------------------------------------------------------------------------------
+# failures are dropouts
+# ------------------------------------------------------------------------------------------------
+def test_a_failing_client_task_is_that_clients_dropout() -> None:
+    n, d, m = 12, 20, 2**32
+    xs = random_inputs(n, d, m, 7)
+    kw = dict(modulus=m, variant="active", seed=3)
+    s = Session(xs, executor="ray", dropouts={9: "unmasking"}, **kw)
+    s.clients[4].masked_input_collection = None  # its masked-input task raises TypeError in its actor
+    remote = _outcome(s)
+    assert set(s.transport.failures) == {4}
+    rnd, why = s.transport.failures[4]
+    assert rnd == "masked-input" and "TypeError" in why
+    serial = _outcome(Session(xs, dropouts={9: "unmasking", 4: "masked-input"}, **kw))
+    assert "sum" in serial and 4 not in serial["included"]
+    remote["clients"].pop(4), serial["clients"].pop(4)  # the crashed client's own mirror is not compared
+    assert remote == serial
+
+
+def test_a_dead_actor_drops_its_clients_at_that_round() -> None:
+    """An actor killed after the share-keys round: its live clients drop before sending y_u."""
+    n, d, m = 14, 9, 2**32
+    xs = random_inputs(n, d, m, 1)
+    kw = dict(modulus=m, threshold=6, seed=8)
+    box: dict = {}
+
+    def kill_after_share_keys(round: str, direction: str, u: int, data: bytes) -> bytes:
+        if round == "share-keys" and direction == "down" and "done" not in box:
+            box["done"] = True
+            tr = box["session"].transport
+            ray.kill(tr.actor_handles[tr.slot[1]], no_restart=True)
+        return data
+
+    s = Session(xs, executor="ray", dropouts={0: "share-keys"}, interceptor=kill_after_share_keys, **kw)
+    box["session"] = s
+    remote = _outcome(s)
+    victims = {u for u in range(n) if s.transport.slot[u] == s.transport.slot[1] and u != 0}
+    assert victims and set(s.transport.failures) == victims
+    assert all(r == "masked-input" for r, _ in s.transport.failures.values())
+    schedule = {0: "share-keys", **{u: "masked-input" for u in victims}}
+    serial = _outcome(Session(xs, dropouts=schedule, **kw))
+    assert "sum" in serial
+    for u in victims:  # their mirrors stop where the actor died; the serial dropouts never ran that round
+        remote["clients"].pop(u), serial["clients"].pop(u)
+    assert remote == serial
+
+
+def test_started_clients_cannot_be_shipped() -> None:
+    s = Session(random_inputs(3, 2, 2**8, 0), modulus=2**8, seed=1)
+    s.clients[0].advertise_keys()
+    with pytest.raises(Exception, match="already run a round"):
+        dumps_clients(s.clients)
+
+
+# ------------------------------------------------------------------------------------------------
+# a local instance stays local
+# ------------------------------------------------------------------------------------------------
+def _descendants(pid: int) -> set[int]:
+    kids: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            kids.setdefault(ppid, []).append(int(p))
+    out, todo = set(), [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) of the TCP sockets these processes listen on."""
+    inodes = set()
+    for p in pids:
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                link = os.readlink(f"/proc/{p}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    addrs = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and cols[9] in inodes:  # 0A = LISTEN
+                    addrs.append(cols[1].split(":")[0])
+    return addrs
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_local_instance_listens_on_loopback_only() -> None:
+    ray.get([ray.remote(lambda: 1).remote() for _ in range(2)])  # workers up
+    addrs = _listening(_descendants(os.getpid()) | {os.getpid()})
+    assert len(addrs) >= 3  # GCS, raylet, workers at least
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    assert set(addrs) <= loopback, addrs
+    assert os.environ.get("RAY_USAGE_STATS_ENABLED") == "0"
+    # Ray keeps a minimal dashboard head for its internal modules; the web UI must be off
+    cmdlines = []
+    for p in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmdlines.append(f.read().decode(errors="replace"))
+        except OSError:
+            continue
+    heads = [c for c in cmdlines if "dashboard/dashboard.py" in c]
+    assert all("--disable-frontend" in c and "--minimal" in c for c in heads), heads
+    # the workers run at the driver's priority (Ray's default would be nice 15)
+    def nice(pid: int) -> int:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])
+
+    workers = ray.get([ray.remote(lambda: os.getpid()).remote() for _ in range(2)])
+    assert {nice(p) for p in workers} == {nice(os.getpid())}
+
+
+# ------------------------------------------------------------------------------------------------
+# local training
+# ------------------------------------------------------------------------------------------------
+def _fl_cfg(**kw):  # noqa: ANN202
+    from rfa.fl.config import FLConfig
+
+    base = dict(dataset="digits", model="linear", num_clients=8, clients_per_round=6, rounds=2, local_steps=3,
+                local_epochs=None, batch_size=8, lr=0.1, eval_every=1, seed=3, device="cpu", aggregator="fedavg")
+    base.update(kw)
+    return FLConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def digits():  # noqa: ANN201
+    from rfa.fl.data import load_digits
+    from rfa.fl.partition import partition
+
+    return partition(load_digits(), name="digits", scheme="iid", num_clients=8, seed=0)
+
+
+def test_training_on_ray_equals_the_process_pool_and_is_close_to_serial(digits) -> None:  # noqa: ANN001
+    from rfa.fl.executor import ProcessExecutor, SerialExecutor
+    from rfa.fl.loop import run
+    from rfa.fl.ray_executor import RayExecutor
+
+    cfg = _fl_cfg()
+    pool = ProcessExecutor(workers=2)
+    try:
+        a = run(cfg, data=digits, executor=pool)
+    finally:
+        pool.close()
+    b = run(cfg, data=digits, executor=RayExecutor(groups=2))
+    assert torch.equal(a.w, b.w)  # same groups, same kernels, one thread each: bit for bit
+    assert a.history == b.history
+    c = run(cfg, data=digits, executor=SerialExecutor())
+    # serial batches all 6 clients in one kernel; the groups differ only in float32 summation order
+    # inside each step's gradient (sums of B*d_in = 8*64 products): a relative error of a few float32
+    # ulps (eps = 1.2e-7) per step, over 2 rounds x 3 steps, well inside rtol 1e-4 / atol 1e-5
+    torch.testing.assert_close(b.w, c.w, rtol=1e-4, atol=1e-5)
+
+
+def test_ray_training_uses_the_cluster_cpus_by_default(digits) -> None:  # noqa: ANN001
+    from rfa.fl.executor import LocalTask, local_sgd
+    from rfa.fl.models import make_model
+    from rfa.fl.ray_executor import RayExecutor
+
+    model = make_model("linear", digits.input_shape, digits.num_classes)
+    clients = np.array([0, 2, 3, 5, 7])
+    start = model.init_vector(0).unsqueeze(0).expand(len(clients), -1).contiguous()
+    task = LocalTask(model, digits, clients, start, np.full(5, 2), 4, 0.1, 123)
+    ex = RayExecutor()
+    out = ex.run(task)
+    # two groups (2 CPUs): [0, 1, 2] and [3, 4], each one local_sgd call on one thread
+    torch.set_num_threads(1)
+    want = torch.cat([local_sgd(task, np.arange(3)), local_sgd(task, np.arange(3, 5))])
+    assert torch.equal(out, want)
+
+
+def test_a_failing_training_task_is_a_typed_error(digits) -> None:  # noqa: ANN001
+    from rfa.fl.executor import LocalTask
+    from rfa.fl.models import make_model
+    from rfa.fl.ray_executor import LocalTrainingFailed, RayExecutor
+
+    model = make_model("linear", digits.input_shape, digits.num_classes)
+    clients = np.array([0, 1, 2, 3])
+    start = model.init_vector(0).unsqueeze(0).expand(4, -1).contiguous()
+    bad = LocalTask(model, digits, clients, start, np.array([1, 1, 1, 1]), 4, 0.1, 1, epochs=False)
+    bad.steps = np.array([1, 1, -5, 1])  # a negative step count: the second group's task raises
+    with pytest.raises(LocalTrainingFailed) as info:
+        RayExecutor(groups=2).run(bad)
+    assert info.value.clients == [2, 3]
+
+
+# ------------------------------------------------------------------------------------------------
+# optional extra: default paths never import Ray; without it, executor="ray" says how to install it
+# ------------------------------------------------------------------------------------------------
+def test_default_paths_do_not_import_ray() -> None:
+    code = ("import sys, numpy as np, secagg\n"
+            "secagg.run_secure_aggregation(np.ones((4, 3), dtype=np.uint32), modulus=2**8, seed=0, workers=2)\n"
+            "from rfa.fl.config import FLConfig; from rfa.fl.loop import run\n"
+            "run(FLConfig(dataset='digits', num_clients=4, clients_per_round=2, rounds=1, local_steps=1, local_epochs=None,"
+            " device='cpu', executor='threads'))\n"
+            "assert 'ray' not in sys.modules, 'ray imported'\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_without_ray_executor_ray_says_how_to_install(monkeypatch, capsys) -> None:  # noqa: ANN001
+    from rfa.fl.executor import make_executor
+    from secagg.cli import main as secagg_main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an installation without the extra sees
+    with pytest.raises(InvalidInput, match=r"pip install"):
+        Session(random_inputs(3, 2, 2**8, 0), modulus=2**8, executor="ray")
+    with pytest.raises(InvalidInput, match=r"pip install"):
+        make_executor("ray")
+    assert secagg_main(["simulate", "-n", "3", "-d", "2", "--executor", "ray"]) == 2
+    assert "pip install" in capsys.readouterr().err
+
+
+def test_executor_arguments_are_validated() -> None:
+    xs = random_inputs(3, 2, 2**8, 0)
+    with pytest.raises(InvalidInput, match="executor"):
+        Session(xs, modulus=2**8, executor="spark")
+    with pytest.raises(InvalidInput, match="replaces workers"):
+        Session(xs, modulus=2**8, executor="ray", workers=2)
+    with pytest.raises(InvalidInput, match="ray_address"):
+        Session(xs, modulus=2**8, ray_address="127.0.0.1:6379")
+
+
+def test_simulate_with_executor_ray_gives_the_serial_report() -> None:
+    from secagg.commands.simulate import simulate
+
+    kw = dict(clients=12, dim=50, drops=["3:share-keys", "5:masked-input:after"], seed=4)
+    a, b = simulate(**kw), simulate(executor="ray", **kw)
+    assert a["ok"], a.get("aborted")
+    a.pop("timings"), b.pop("timings")
+    assert a == b
+
+
+# ------------------------------------------------------------------------------------------------
+# Ctrl-C
+# ------------------------------------------------------------------------------------------------
+def _processes_mentioning(text: str) -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        out.append(int(p))
+            except OSError:
+                continue
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_cancels_the_tasks_and_shuts_the_local_cluster_down(tmp_path) -> None:  # noqa: ANN001
+    tmp = f"/tmp/rt{os.getpid()}"  # short: Ray's socket paths must fit in 107 bytes
+    env = dict(os.environ, RAY_TMPDIR=tmp, PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "secagg.cli", "simulate", "-n", "400", "-d", "20000", "--graph", "secagg+",
+           "--executor", "ray"]
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in p.stdout:  # wait until the cluster is up
+            lines.append(line)
+            if "executor ray" in line:
+                break
+        time.sleep(3.0)  # the actors are being created or the clients are computing
+        assert p.poll() is None, "".join(lines)
+        assert _processes_mentioning(tmp), "no Ray processes under the test's temp dir"
+        p.send_signal(signal.SIGINT)
+        rest, _ = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, "".join(lines) + rest
+    assert "interrupted" in rest
+    deadline = time.monotonic() + 30
+    while _processes_mentioning(tmp) and time.monotonic() < deadline:
+        time.sleep(0.5)  # raylet and workers exit once the GCS is gone
+    assert _processes_mentioning(tmp) == []
+
+
+def test_rfa_train_executor_ray_gives_the_process_pool_result(tmp_path) -> None:  # noqa: ANN001
+    """``rfa train --executor ray`` on the module's instance (2 CPUs: two groups) = ``--executor processes``
+    (two workers: the same two groups), metric for metric."""
+    import json
+
+    from rfa.cli import main as rfa_main
+
+    common = ["train", "--data", "digits", "--clients", "6", "--clients-per-round", "4", "--rounds", "2",
+              "--local-steps", "2", "--device", "cpu", "--quiet"]
+    got = {}
+    for ex in ("processes", "ray"):
+        assert rfa_main(common + ["--executor", ex, "--out", str(tmp_path / ex)]) == 0
+        rec = json.loads((tmp_path / ex / "result.json").read_text())
+        got[ex] = (rec["final"], rec["history"])
+    for final, history in got.values():
+        final.pop("wall_time_s")  # the only field allowed to differ
+        for h in history:
+            h.pop("wall_time_s", None)
+    assert got["ray"] == got["processes"]
