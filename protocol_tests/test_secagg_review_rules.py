@@ -157,7 +157,7 @@ def test_ring_cut_at_every_round_aborts_or_sums_correctly(variant: str, when: st
 def test_threshold_boundary_after_masked_input() -> None:
     """Complete graph n = 6, t = 4: clients in U3 that vanish after sending y_u leave their b_u with the
     other holders. 2 such dropouts leave 4 live holders = t: correct sum over all 6; a 3rd aborts
-    (reconstructible) with fewer than t shares of any secret; both backends agree."""
+    (|U5| < t) with fewer than t shares of any secret; both backends agree."""
     x = _inputs(6, seed=4)
     kw = dict(threshold=4, seed=5)
     real, mod = _both(x, dropouts={0: "masked-input:after", 5: "masked-input:after"}, **kw)
@@ -167,8 +167,8 @@ def test_threshold_boundary_after_masked_input() -> None:
     _assert_same(real, mod, x)
     # the server cannot know that they vanished right after sending y_u: it asks, and finds 3 < t
     # shares of each b_u in unmasking -- fewer than t shares reveal nothing, and nothing is released
-    assert real[:2] == ("abort", "unmasking") and real[3] == "reconstructible"
-    assert real[2] == "3 shares of b_0 < t = 4"
+    assert real[:2] == ("abort", "unmasking") and real[3] == "threshold"
+    assert real[2] == "|U5|: 3 < t = 4"
     assert sum(e.kind == "unmasking-response" for e in real[4]) == 3
 
 
