@@ -66,6 +66,8 @@ def _assert_same(real, mod, x: np.ndarray) -> None:  # noqa: ANN001
 def test_exact_float_free_survivor_bound() -> None:
     """ceil((1 - delta) n) exactly: (1 - 0.3) * 10 = 7.000000000000001 in floats (ceil 8); the rule says 7."""
     assert rules.min_survivors_for(10, 2, sparse=True, delta=0.3, min_survivors=None) == 7
+    assert rules.min_survivors_for(25, 2, sparse=True, delta=0.44, min_survivors=None) == 14  # float: 15
+    assert rules.min_survivors_for(10, 2, sparse=True, delta=0.7, min_survivors=None) == 3  # float: 4
     assert rules.min_survivors_for(100, 6, sparse=True, delta=0.07, min_survivors=None) == 93
     assert rules.min_survivors_for(20, 2, sparse=True, delta=0.05, min_survivors=None) == 19
     assert rules.min_survivors_for(20, 2, sparse=True, delta=None, min_survivors=None) == 19  # default delta
@@ -172,6 +174,64 @@ def test_threshold_boundary_after_masked_input() -> None:
     assert sum(e.kind == "unmasking-response" for e in real[4]) == 3
 
 
+def _harary16(variant: str = "honest-but-curious", t: int = 3, delta: float = 0.3):  # noqa: ANN202
+    kw = dict(graph="secagg+", neighbours=4, threshold=t, seed=21, dropout_fraction=delta, variant=variant)
+    return kw, SessionParams.create(16, 3, M, **kw).graph.ring_order()
+
+
+def test_live_client_whose_holders_drop_before_masking_aborts_before_any_share() -> None:
+    """n = 16, k = 4, t = 3: three of u's four neighbours drop at masked-input (after sharing keys), so
+    b_u has 2 live holders (u and one neighbour) < t. The ring stays connected and |U3| = 13 >= 12, so
+    only the reconstructibility rule stops it -- in masked-input, before a share is asked for."""
+    kw, order = _harary16()
+    x = _inputs(16, seed=22)
+    u = order[8]
+    drops = {order[p]: "masked-input" for p in (6, 7, 9)}
+    real, mod = _both(x, dropouts=drops, **kw)
+    _assert_same(real, mod, x)
+    assert real[:2] == ("abort", "masked-input") and real[3] == "reconstructible"
+    assert real[2] == f"self-mask seed of client {u} has 2 live holders < t = 3"
+    assert not any(e.kind == "unmasking-request" for e in real[4])
+
+
+def test_dropped_client_whose_key_holders_drop_aborts_before_any_share() -> None:
+    """Three consecutive ring positions drop at masked-input: the middle one's mask key (needed to
+    cancel its masks with the survivors two positions away) keeps 2 live holders < t = 3."""
+    kw, order = _harary16()
+    x = _inputs(16, seed=23)
+    drops = {order[p]: "masked-input" for p in (7, 8, 9)}
+    real, mod = _both(x, dropouts=drops, **kw)
+    _assert_same(real, mod, x)
+    assert real[:2] == ("abort", "masked-input") and real[3] == "reconstructible"
+    assert real[2].startswith("mask key of dropped client ") and "has 2 live holders < t = 3" in real[2]
+    assert not any(e.kind == "unmasking-request" for e in real[4])
+
+
+def test_a_dropped_client_that_masked_with_no_survivor_needs_no_key() -> None:
+    """Ring positions 5, 6, 8, 9 drop at share-keys and 7 at masked-input (t = 2): client 7 shared keys
+    but none of its holders did, so it masked with no survivor; its key is neither needed nor asked for
+    (nobody alive holds a share of it) and the run completes with the correct sum over the 11 others."""
+    kw, order = _harary16(t=2, delta=0.35)
+    x = _inputs(16, seed=24)
+    drops = {order[p]: "share-keys" for p in (5, 6, 8, 9)} | {order[7]: "masked-input"}
+    real, mod = _both(x, dropouts=drops, **kw)
+    _assert_same(real, mod, x)
+    assert real[0] == "ok" and set(real[1]) == set(range(16)) - set(drops)
+
+
+def test_holders_that_vanish_in_unmasking_leave_too_few_shares() -> None:
+    """Three of u's four neighbours vanish in unmasking (the server could not know): |U5| = 13 >= t but
+    only 2 shares of b_u arrive: abort (reconstructible), never a reconstruction from fewer than t."""
+    kw, order = _harary16()
+    x = _inputs(16, seed=25)
+    u = order[8]
+    drops = {order[p]: "unmasking" for p in (6, 7, 9)}
+    real, mod = _both(x, dropouts=drops, **kw)
+    _assert_same(real, mod, x)
+    assert real[:2] == ("abort", "unmasking") and real[3] == "reconstructible"
+    assert real[2] == f"2 shares of b_{u} < t = 3"
+
+
 # ------------------------------------------------------------------------- lying / out-of-order server
 class _DeclaresBoundaryDead(Server):
     """Active lying server: drops the masked inputs of live clients that separate a small group from
@@ -236,9 +296,9 @@ def test_server_rounds_out_of_order_replayed_or_skipped_are_state_errors() -> No
     "the survivor policy checks G[U3], but a semi-honest corrupt client in U3 reveals its own mask keys: "
     "dropouts placed after seeing the public graph cut the ring around one corrupt client per cut, G[U3] "
     "stays connected and |U3| >= ceil((1 - delta) n), yet G[U3 minus the corrupt clients] splits, so the "
-    "server and 2 corrupt clients (within gamma n) learn each honest component's partial sum. Bell et "
-    "al.'s bound holds for dropouts independent of the graph; adaptive ones need a margin the policy "
-    "lacks (e.g. require G[U3] to stay connected after removing any floor(gamma n) nodes, or k > "
+    "server and 2 corrupt clients (within gamma n) learn each honest component's partial sum. The "
+    "(k, t) finder's ring bound is for a bad set fixed before the public relabelling is drawn; dropouts "
+    "chosen after it need a margin the policy lacks (e.g. require G[U3] to stay connected after removing any floor(gamma n) nodes, or k > "
     "(gamma + delta) n)"))
 def test_adaptive_dropouts_around_corrupt_clients_do_not_release_partial_sums() -> None:
     n = 40
