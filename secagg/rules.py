@@ -216,19 +216,21 @@ def check_shares_received(u3: frozenset[int], to_cancel: Iterable[int], b_counts
 def min_survivors_for(n: int, t: int, *, sparse: bool, delta: float | None, min_survivors: int | None) -> int:
     """The survivor bound of the module docstring.
 
-    ``min_survivors`` (explicit) wins; else SecAgg+ (``sparse``) takes ``ceil((1 - delta) n)`` (``delta``
-    defaulting to :data:`DEFAULT_DROPOUT_FRACTION`), and the complete graph ``t`` -- or
-    ``max(t, ceil((1 - delta) n))`` when ``delta`` is given. Never below ``t``.
+    SecAgg+ (``sparse``) takes ``ceil((1 - delta) n)`` (``delta`` defaulting to
+    :data:`DEFAULT_DROPOUT_FRACTION`), the complete graph ``t`` -- or ``ceil((1 - delta) n)`` when
+    ``delta`` is given. An explicit ``min_survivors`` only *raises* that bound (it never lowers Bell et
+    al.'s dropout bound on SecAgg+). Never below ``t``.
     """
+    explicit = 0
     if min_survivors is not None:
         if isinstance(min_survivors, bool) or not hasattr(min_survivors, "__index__") or not 1 <= int(min_survivors) <= n:
             raise InvalidInput(f"min_survivors must be an int in [1, n = {n}], got {min_survivors!r}")
-        return max(int(t), int(min_survivors))
+        explicit = int(min_survivors)
     if delta is None:
         if not sparse:
-            return int(t)
+            return max(int(t), explicit)
         delta = DEFAULT_DROPOUT_FRACTION
-    return max(int(t), _ceil_fraction(n, delta))
+    return max(int(t), explicit, _ceil_fraction(n, delta))
 
 
 def _ceil_fraction(n: int, delta: float) -> int:
