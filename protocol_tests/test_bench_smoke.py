@@ -208,3 +208,36 @@ def test_bench_cites_no_missing_file() -> None:
             assert "peers.md" not in text, name
             for path in re.findall(r"bench/reference_results/[\w.-]+", text):
                 assert os.path.exists(os.path.join(ROOT, path)), (name, path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT to the process group (Ctrl-C)", "SIGTERM to the main process"])
+def test_interrupt_saves_what_finished_and_exits_130(tmp_path, how) -> None:  # noqa: ANN001
+    """Ctrl-C (or SIGTERM) while the second benchmark runs: exit 130, no traceback, one line naming what
+    was saved and how to finish, and results.json holds the finished benchmark (complete, valid JSON)."""
+    import signal
+    import subprocess
+    import time
+
+    sig = signal.SIGINT if how.startswith("SIGINT") else signal.SIGTERM
+    out = tmp_path / "b"
+    p = subprocess.Popen([sys.executable, "-m", "bench", "--smoke", "--only", "communication,protocol_phases", "--out", str(out)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in p.stdout:
+            if line.startswith("[bench] communication done"):
+                time.sleep(0.5)  # protocol_phases has started (its smoke grid runs for seconds)
+                (os.killpg if sig == signal.SIGINT else os.kill)(p.pid, sig)
+                break
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "communication" in lines[0] and "--only protocol_phases" in lines[0], err
+    with open(out / "results.json") as f:
+        res = json.load(f)
+    assert "communication" in res and "protocol_phases" not in res and "error" not in res["communication"]
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
