@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from typing import Any
@@ -28,15 +26,6 @@ def _load(name: str):  # noqa: ANN202
     import importlib
 
     return importlib.import_module(f"bench.{name}")
-
-
-class Interrupted(BaseException):
-    """SIGINT (Ctrl-C) or SIGTERM arrived: stop after saving what finished (a BaseException, so the
-    per-benchmark ``except Exception`` that records a failed benchmark does not swallow it)."""
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:  # noqa: ARG001
-    raise Interrupted(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,18 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, args.torch_threads))
     except Exception:  # noqa: BLE001
         pass
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, _raise_interrupted)
+    from rfa.jobs import EXIT_INTERRUPTED, Interrupted, handle_signals
+
     try:
-        return _run(args, names, out, repeats, argv)
+        with handle_signals():  # SIGINT/SIGTERM raise Interrupted in this (main) thread
+            return _run(args, names, out, repeats, argv)
     except Interrupted as why:  # before the first benchmark started (machine description)
-        print(f"[bench] interrupted ({why}) before any benchmark finished; nothing saved", file=sys.stderr, flush=True)
-        return 130
+        print(f"[bench] interrupted ({why.name}) before any benchmark finished; nothing saved", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     finally:
-        for sig, h in handlers.items():
-            signal.signal(sig, h)
         if old_threads is not None:
             import torch
 
@@ -120,16 +106,19 @@ def _run(args: argparse.Namespace, names: tuple[str, ...], out: str, repeats: in
         results["meta"]["runs"] = [r for r in runs if r] + [{k: results["meta"][k] for k in ("command", "started_utc")}]
     failed: list[str] = []
     done: list[str] = []
+    from rfa.jobs import EXIT_INTERRUPTED, Interrupted
+
     try:
         _loop(args, names, results, path, repeats, failed, done)
-    except Interrupted as why:
+    except Interrupted as exc:
+        why = exc.name
         # one line, no traceback: what finished is already in results.json (written after each benchmark)
         left = [n for n in names if n not in done]
         saved = f"{len(done)} finished benchmark(s) ({', '.join(done)}) in {path}" if done else "nothing finished; nothing saved"
         print(f"[bench] interrupted ({why}): {saved}; to finish: python -m bench --only {','.join(left)} --out {out}"
               + (" --quick" if args.quick and not args.smoke else "") + (" --smoke" if args.smoke else ""),
               file=sys.stderr, flush=True)
-        return 130
+        return EXIT_INTERRUPTED
     return _finish(args, results, out, path, failed)
 
 

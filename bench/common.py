@@ -158,21 +158,13 @@ def _default(o: Any) -> Any:
 
 
 def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as indented JSON (numpy scalars converted), atomically: into a temporary file in
-    the same folder, then renamed over ``path``, so an interrupted write never leaves a truncated file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    text = json.dumps(data, indent=1, default=_default) + "\n"
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write ``data`` as indented JSON (numpy scalars converted), atomically (:func:`rfa.jobs.atomic_write_text`:
+    a temporary file in the same folder renamed over ``path``), so an interrupted write never leaves a
+    truncated file."""
+    from rfa.jobs import atomic_write_text
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=1, default=_default) + "\n")
 
 
 def fmt_s(x: float | None) -> str:
