@@ -1,6 +1,7 @@
 """The documentation a reader follows: README.md and docs/*.md (and whatever pages land under docs/).
 
-* Every relative link (``[text](path)``, ``![alt](path)``, ``<img src="path">``) and every file reference
+* Every relative link (``[text](path)``, ``![alt](path)``, ``<img src="path">``) of README.md and of the
+  markdown, HTML and notebook (markdown cells) pages under docs/ resolves, and every file reference
   to the repository's own tree (``secagg/prg.py``, ``bench/reference_results/``, ...) resolves to a file or
   folder that exists. Outputs the commands write (``runs/``, ``bench/results/``, git-ignored) and
   placeholders (``<timestamp>``, ``{quick,full}``, ``DIR``) are not references.
@@ -24,8 +25,26 @@ OUTPUTS = ("runs/", "bench/results/")
 
 
 def doc_files() -> list[Path]:
-    """README.md and every markdown page under docs/ (recursively: pages others add are covered)."""
+    """README.md and every markdown page under docs/ (recursively: pages added later are covered)."""
     return [ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md"))
+
+
+def linked_pages() -> list[Path]:
+    """Every page whose links a reader follows: the markdown pages, HTML pages and notebooks under docs/."""
+    return doc_files() + sorted((ROOT / "docs").rglob("*.html")) + sorted(
+        p for p in (ROOT / "docs").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def page_text(page: Path) -> str:
+    """A page's text; for a notebook, its markdown cells (code cells and outputs are not prose)."""
+    raw = page.read_text(encoding="utf-8")
+    if page.suffix != ".ipynb":
+        return raw
+    import json
+
+    cells = json.loads(raw).get("cells", [])
+    return "\n\n".join("".join(c.get("source", "")) if isinstance(c.get("source"), list) else str(c.get("source", ""))
+                       for c in cells if c.get("cell_type") == "markdown")
 
 
 def _strip_code_fences(text: str) -> str:
@@ -66,9 +85,9 @@ def _resolves(ref: str, page: Path) -> bool:
     return (page.parent / ref).exists() or (ROOT / ref).exists()
 
 
-@pytest.mark.parametrize("page", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("page", linked_pages(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_resolves(page: Path) -> None:
-    text = page.read_text(encoding="utf-8")
+    text = page_text(page)
     bad = [t for t in links(text) if not re.match(r"^(?:[a-z][a-z0-9+.-]*:|#)", t) and not _resolves(t, page)]
     assert not bad, f"{page.relative_to(ROOT)}: links to missing files {bad}"
 
@@ -90,6 +109,12 @@ def test_the_link_checks_catch_what_they_should(tmp_path: Path) -> None:
     assert file_references(text) == ["docs/nope.md", "secagg/prg.py", "bench/reference_results/", "secagg/missing.py"]
     page = ROOT / "README.md"
     assert _resolves("secagg/prg.py", page) and not _resolves("secagg/missing.py", page)
+    import json
+
+    nb = tmp_path / "n.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "markdown", "source": ["See [t](tutorial.md)\n"]},
+                                         {"cell_type": "code", "source": ["print('[x](nope.md)')"]}]}))
+    assert links(page_text(nb)) == ["tutorial.md"]
 
 
 #: words a reader cannot follow: file numbers of the source papers, names of internal work items, and
