@@ -3,8 +3,8 @@
 The commands are read from the README's ``bash`` blocks, so a command added there without a case here
 fails :func:`test_every_readme_command_is_exercised`. Each runs as a user types it (the installed console
 script, or ``python -m bench`` from the repository root) in a fresh folder, with extra flags appended that
-only make it smaller (argparse keeps the last value of a repeated flag): fewer rounds, seeds, clients or
-a smaller grid. Not run here, and why:
+only make it smaller (argparse keeps the last value of a repeated flag): fewer rounds, seeds, clients,
+a smaller grid, or the small sklearn digits set where the data set does not matter to what is checked. Not run here, and why:
 
 * ``pip install ...``: installing is what CI (``.ci/run``) does before the suite can run at all;
 * ``python -m pytest -n 2 protocol_tests``: the suite itself; the test checks that ``.ci/run`` runs the
@@ -28,7 +28,8 @@ BIN = Path(sys.executable).parent
 #: README command -> (extra size-reducing flags, output folder flag or None, expected output files)
 _RFA_SMALL = ["--rounds", "2", "--seeds", "1", "--clients", "10", "--clients-per-round", "5", "--jobs", "1", "--no-progress"]
 CASES: dict[str, tuple[list[str], str | None, list[str]]] = {
-    "rfa compare": (["--aggregators", "fedavg,rfa,coordinate-median"] + _RFA_SMALL, "--out",
+    "rfa compare": (["--aggregators", "fedavg,rfa,coordinate-median", "--corruptions", "none,omniscient", "--rhos", "0,0.25"]
+                    + _RFA_SMALL, "--out",
                     ["results.csv", "results.json", "table.md", "accuracy_vs_rho.png", "accuracy_vs_calls.png",
                      "privacy_vs_robustness.png"]),
     "secagg simulate --clients 50 --dim 10000 --graph secagg+ --variant active --dropout-rate 0.1": (["--dim", "500"], None, []),
@@ -38,7 +39,7 @@ CASES: dict[str, tuple[list[str], str | None, list[str]]] = {
     "rfa compare --oracle secagg --aggregators fedavg,rfa --corruptions omniscient --rhos 0.1": (
         _RFA_SMALL, "--out", ["results.csv", "results.json", "table.md", "accuracy_vs_rho.png"]),
     "rfa train --aggregator rfa --corruption data-poisoning --rho 0.25": (
-        ["--rounds", "2", "--clients", "10", "--clients-per-round", "5"], "--out", ["result.json"]),
+        ["--data", "digits", "--rounds", "2", "--clients", "10", "--clients-per-round", "5"], "--out", ["result.json"]),
     "python -m bench --quick": (["--smoke", "--only", "communication"], "--out", ["results.json", "summary.md", "bench_expansion.png"]),
 }
 NOT_RUN = {"python -m pytest -n 2 protocol_tests"}
