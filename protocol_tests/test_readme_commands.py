@@ -25,7 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-#: README command -> (extra size-reducing flags, output folder flag or None, expected output files)
+#: README command -> (extra size-reducing flags, output folder flag or None, expected output files: in the
+#: output folder, or in the working folder when the command names its own output)
 _RFA_SMALL = ["--rounds", "2", "--seeds", "1", "--clients", "10", "--clients-per-round", "5", "--jobs", "1", "--no-progress"]
 CASES: dict[str, tuple[list[str], str | None, list[str]]] = {
     "rfa compare": (["--aggregators", "fedavg,rfa,coordinate-median", "--corruptions", "none,omniscient", "--rhos", "0,0.25"]
@@ -36,6 +37,7 @@ CASES: dict[str, tuple[list[str], str | None, list[str]]] = {
     "secagg simulate --real --weights random --json": ([], None, []),
     "secagg trace --clients 4 --dim 3 --threshold 3 --drop 2:masked-input": ([], None, []),
     "secagg cost --clients 16384 --dim 16777216 --input-bits 16": ([], None, []),
+    "secagg trace --clients 4 --drop 2:masked-input --html run.html": ([], None, ["run.html"]),
     "rfa compare --oracle secagg --aggregators fedavg,rfa --corruptions omniscient --rhos 0.1": (
         _RFA_SMALL, "--out", ["results.csv", "results.json", "table.md", "accuracy_vs_rho.png"]),
     "rfa train --aggregator rfa --corruption data-poisoning --rho 0.25": (
@@ -116,7 +118,7 @@ def test_readme_command_runs_and_its_outputs_have_no_nan(cmd: str, tmp_path: Pat
     assert not _NAN.search(r.stdout), f"nan in the output of {cmd}:\n" + "\n".join(
         ln for ln in r.stdout.splitlines() if _NAN.search(ln))
     for name in files:
-        f = out_dir / name
+        f = (out_dir if out_flag else cwd) / name
         assert f.exists() and f.stat().st_size > 0, f"{cmd}: {name} was not written"
     if out_dir.exists():
         for f in out_dir.rglob("*"):
