@@ -42,6 +42,8 @@ CASES: dict[str, tuple[list[str], str | None, list[str]]] = {
         _RFA_SMALL, "--out", ["results.csv", "results.json", "table.md", "accuracy_vs_rho.png"]),
     "rfa train --aggregator rfa --corruption data-poisoning --rho 0.25": (
         ["--data", "digits", "--rounds", "2", "--clients", "10", "--clients-per-round", "5"], "--out", ["result.json"]),
+    "rfa leakage --quick": (["--aggregators", "fedavg,rfa", "--ms", "2", "--trials", "1", "--no-progress"], "--out",
+                            ["leakage.json", "leakage_table.md", "leakage_vs_s.png", "records.csv"]),
     "python -m bench --quick": (["--smoke", "--only", "communication"], "--out", ["results.json", "summary.md", "bench_expansion.png"]),
 }
 NOT_RUN = {"python -m pytest -n 2 protocol_tests"}
@@ -122,7 +124,7 @@ def test_readme_command_runs_and_its_outputs_have_no_nan(cmd: str, tmp_path: Pat
         assert f.exists() and f.stat().st_size > 0, f"{cmd}: {name} was not written"
     if out_dir.exists():
         for f in out_dir.rglob("*"):
-            if f.suffix in (".csv", ".json", ".md", ".txt"):
+            if f.suffix in (".csv", ".json", ".jsonl", ".md", ".txt"):
                 text = f.read_text(encoding="utf-8")
                 bad = [ln for ln in text.splitlines() if _NAN.search(ln)]
                 assert not bad, f"{cmd}: nan in {f.name}: {bad[:3]}"
