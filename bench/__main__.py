@@ -1,11 +1,12 @@
 """Run the benchmark suite: ``python -m bench [--quick] [--out DIR] [--only a,b] [--repeats N]``.
 
 Benchmarks (see each module's docstring): protocol_phases, flower, weiszfeld, training, scale,
-communication. Writes ``DIR/results.json`` (after every benchmark, so a crash loses nothing),
+communication. Writes ``DIR/results.json`` (atomically, after every benchmark, so a crash loses nothing),
 ``DIR/summary.md`` and ``DIR/bench_*.png`` (``--images DIR2`` also writes the plots there, e.g.
 ``docs/images``). With ``--only``, results of other benchmarks already in ``DIR/results.json`` are kept
 (the meta records every run). Timings are medians of repeats and are never asserted: the exit status is 0 unless a
-benchmark raised.
+benchmark raised. Ctrl-C (SIGINT) or SIGTERM stops the run: one line says which benchmarks were saved and
+the command that finishes the rest; exit status 130.
 """
 
 from __future__ import annotations
@@ -61,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, args.torch_threads))
     except Exception:  # noqa: BLE001
         pass
+    from rfa.jobs import EXIT_INTERRUPTED, Interrupted, handle_signals
+
     try:
-        return _run(args, names, out, repeats, argv)
+        with handle_signals():  # SIGINT/SIGTERM raise Interrupted in this (main) thread
+            return _run(args, names, out, repeats, argv)
+    except Interrupted as why:  # before the first benchmark started (machine description)
+        print(f"[bench] interrupted ({why.name}) before any benchmark finished; nothing saved", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     finally:
         if old_threads is not None:
             import torch
@@ -71,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, names: tuple[str, ...], out: str, repeats: int, argv: list[str] | None) -> int:
-    from bench.common import machine_info, write_json
-    from bench.report import write_summary
+    from bench.common import machine_info
 
     results: dict[str, Any] = {
         "meta": {
@@ -98,7 +104,29 @@ def _run(args: argparse.Namespace, names: tuple[str, ...], out: str, repeats: in
                             "command": em.get("command")}
         results = {**{k: v for k, v in earlier.items() if k != "meta"}, **results}
         results["meta"]["runs"] = [r for r in runs if r] + [{k: results["meta"][k] for k in ("command", "started_utc")}]
-    failed = []
+    failed: list[str] = []
+    done: list[str] = []
+    from rfa.jobs import EXIT_INTERRUPTED, Interrupted
+
+    try:
+        _loop(args, names, results, path, repeats, failed, done)
+    except Interrupted as exc:
+        why = exc.name
+        # one line, no traceback: what finished is already in results.json (written after each benchmark)
+        left = [n for n in names if n not in done]
+        saved = f"{len(done)} finished benchmark(s) ({', '.join(done)}) in {path}" if done else "nothing finished; nothing saved"
+        print(f"[bench] interrupted ({why}): {saved}; to finish: python -m bench --only {','.join(left)} --out {out}"
+              + (" --quick" if args.quick and not args.smoke else "") + (" --smoke" if args.smoke else ""),
+              file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    return _finish(args, results, out, path, failed)
+
+
+def _loop(args: argparse.Namespace, names: tuple[str, ...], results: dict[str, Any], path: str, repeats: int,
+          failed: list[str], done: list[str]) -> None:
+    """Run each benchmark and save ``results.json`` as soon as it finishes (atomically)."""
+    from bench.common import write_json
+
     for name in names:
         print(f"[bench] {name} ...", flush=True)
         t0 = time.perf_counter()
@@ -113,8 +141,15 @@ def _run(args: argparse.Namespace, names: tuple[str, ...], out: str, repeats: in
         results[name]["seconds"] = time.perf_counter() - t0
         ran.update(finished_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), loadavg_end=list(os.getloadavg()))
         results[name]["ran"] = ran
-        print(f"[bench] {name} done in {results[name]['seconds']:.0f} s", flush=True)
         write_json(path, results)
+        done.append(name)
+        print(f"[bench] {name} done in {results[name]['seconds']:.0f} s", flush=True)
+
+
+def _finish(args: argparse.Namespace, results: dict[str, Any], out: str, path: str, failed: list[str]) -> int:
+    from bench.common import write_json
+    from bench.report import write_summary
+
     results["meta"]["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     results["meta"]["loadavg_end"] = list(os.getloadavg())
     write_json(path, results)

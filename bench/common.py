@@ -158,11 +158,13 @@ def _default(o: Any) -> Any:
 
 
 def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as indented JSON (numpy scalars converted)."""
+    """Write ``data`` as indented JSON (numpy scalars converted), atomically (:func:`rfa.jobs.atomic_write_text`:
+    a temporary file in the same folder renamed over ``path``), so an interrupted write never leaves a
+    truncated file."""
+    from rfa.jobs import atomic_write_text
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1, default=_default)
-        f.write("\n")
+    atomic_write_text(path, json.dumps(data, indent=1, default=_default) + "\n")
 
 
 def fmt_s(x: float | None) -> str:

@@ -14,8 +14,10 @@ Timings are interleaved ours / Flower's per repeat; the speedup is median(Flower
 clients run one after another, so the verdict uses ours serial (``workers=1``, one process); where the
 engine has its opt-in parallel clients, ours with ``workers=2`` (two forked processes) is timed in the
 same interleaved loop and reported beside it (``ours_w2_s``, ``speedup_w2``), never as the verdict.
-Where Flower is too slow for the mode, its figure is the measured one in shared/reference/peers.md
-(2-core machine like ours), clearly marked ``source = "peers.md"``.
+A goal whose Flower figure was not measured in this run (Flower not installed, the point not in this
+mode's grid, or Flower failed) has no verdict: its row says "not measured (...)" and, for the reader,
+quotes the committed reference run :data:`REFERENCE` (a results file of this suite, with the command,
+machine and time it was measured). A quoted figure never enters a verdict, a row or a plot.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ INSTALL = """python3 -m venv /tmp/flwr-venv
     "typer>=0.13,<0.21" tomli tomli-w "pathspec>=1.0.4" prompt-toolkit "rich>=14,<15" pyyaml requests httpx click "packaging<26"
 (or set FLWR_PYTHON to a Python that can `import flwr`)"""
 
-# measured Flower round times on a 2-core machine like ours (shared/reference/peers.md)
-PEERS_S = {(50, 10000, "complete"): 21.8, (100, 10000, "complete"): 167.0, (50, 1000000, "complete"): 30.6, (100, 1000000, 11): 10.0}
+#: the committed reference run quoted (never as a verdict) where Flower was not measured in this run
+REFERENCE = "bench/reference_results/full_2026-11-21.json"
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flower_driver.py")
 M = 1 << 32
@@ -148,6 +151,8 @@ def run(quick: bool = False, repeats: int = 3, log=print) -> dict[str, Any]:  # 
         if only and (n, d) not in only:
             key = (n, d, "complete" if s is None else f"{s} share holders (k={s - 1})")
             if key in previous:
+                # measured in an earlier run: shown with its provenance, never a verdict of this run
+                previous[key]["source"] = f"kept from {os.environ['BENCH_FLOWER_PREVIOUS']} (measured {previous[key]['measured_utc']})"
                 rows.append(previous[key])
                 log(f"  n={n} d={d}: kept from {previous[key]['measured_utc']}")
             continue
@@ -182,7 +187,7 @@ def run(quick: bool = False, repeats: int = 3, log=print) -> dict[str, Any]:  # 
         if good:
             # Flower's wall time without its protobuf round trips (favours Flower; ours includes its wire format)
             f_s = float(np.median([f["wall_without_transport_s"] for f in good]))
-            row.update(flower_s=f_s, flower_ok=True, flower_repeats=len(good), source="measured (same run)",
+            row.update(flower_s=f_s, flower_ok=True, flower_repeats=len(good), source=MEASURED,
                        flower_clients_s=float(np.median([f["clients_s"] for f in good])),
                        flower_server_s=float(np.median([f["server_s"] for f in good])),
                        flower_transport_s=float(np.median([f["transport_s"] for f in good])),
@@ -191,21 +196,21 @@ def run(quick: bool = False, repeats: int = 3, log=print) -> dict[str, Any]:  # 
             if ours2:
                 row["speedup_w2"] = f_s / row["ours_w2_s"]
         else:
-            row.update(flower_ok=False if flw else None, flower_error=flw[-1].get("error") if flw else out.get("skipped", "")[:80])
+            row.update(flower_ok=False if flw else None, flower_error=flw[-1].get("error") if flw else out.get("skipped", "")[:80],
+                       source="not measured (" + ("Flower failed" if flw else _why_unmeasured(py, ver, [], n, d, s)) + ")")
         rows.append(row)
         log(f"  n={n} d={d} {row['graph']}: ours {our_s:.2f} s" + (f" (workers=2: {row['ours_w2_s']:.2f} s)" if ours2 else "")
-            + f", Flower {row.get('flower_s', float('nan')):.2f} s")
+            + (f", Flower {row['flower_s']:.2f} s" if "flower_s" in row else ", Flower not measured"))
     out["rows"] = rows
-    if common.SMOKE:
-        out["goals"] = []
-        return out
     # goals: n=100, d=1e4 complete (>= 20x); n=100, d=1e6, 11 holders (>= 10x)
     for key, target, label in (((100, 10000, None), 20.0, "n=100, d=1e4, complete"), ((100, 1000000, 11), 10.0, "n=100, d=1e6, 11 neighbours")):
         n, d, s = key
-        meas = [r for r in rows if r["n"] == n and r["d"] == d and r.get("speedup") and ((s is None) == (r["graph"] == "complete"))]
+        name = f"speedup vs Flower SecAgg+, {label} (ours serial, one process)"
+        meas = [r for r in rows if r["n"] == n and r["d"] == d and r.get("speedup") and r.get("source") == MEASURED
+                and ((s is None) == (r["graph"] == "complete"))]
         if meas:
             # the verdict compares like with like: ours serial (one process), Flower's clients one after another
-            goals.append(goal(f"speedup vs Flower SecAgg+, {label} (ours serial, one process)", meas[0]["speedup"], target,
+            goals.append(goal(name, meas[0]["speedup"], target,
                               lower_is_better=False, note="verdict; Flower measured in the same run, its clients one after another"))
             if meas[0].get("speedup_w2"):
                 g2 = goal(f"speedup vs Flower SecAgg+, {label} (ours workers=2, two processes)", meas[0]["speedup_w2"], target,
@@ -213,17 +218,51 @@ def run(quick: bool = False, repeats: int = 3, log=print) -> dict[str, Any]:  # 
                 g2["met"] = None
                 goals.append(g2)
             continue
-        # ours measured here, Flower from peers.md
-        ref = PEERS_S[(n, d, "complete" if s is None else s)]
-        holders = n if s is None else s
-        t = holders // 2 + 1
-        x = np.random.default_rng(n * 31 + d).integers(0, Q, size=(n, d), dtype=np.uint64).astype(np.uint32)
-        ours = [run_ours(x, "complete" if s is None else "secagg+", None if s is None else s - 1, t, seed=r) for r in range(repeats)]
-        our_s = float(np.median([o["wall_s"] for o in ours]))
-        rows.append({"n": n, "d": d, "graph": "complete" if s is None else f"{s} share holders (k={s - 1})", "t": t, "ours_s": our_s,
-                     "ours_ok": all(o["ok"] for o in ours), "ours_repeats": len(ours), "flower_s": ref, "source": "peers.md (not this run)",
-                     "speedup": ref / our_s})
-        goals.append(goal(f"speedup vs Flower SecAgg+, {label} (ours serial, one process)", ref / our_s, target, lower_is_better=False,
-                          note="Flower figure from peers.md (2-core machine like ours), not measured in this run"))
+        goals.append(unmeasured_goal(name, target, n, d, s, _why_unmeasured(py, ver, rows, n, d, s)))
     out["goals"] = goals
     return out
+
+
+MEASURED = "measured (same run)"
+
+
+def _why_unmeasured(py: str | None, ver: str, rows: list[dict[str, Any]], n: int, d: int, s: int | None) -> str:
+    """Why a goal's Flower figure is missing from this run: ``flwr not installed``, not in the grid, failed."""
+    if py is None:
+        return "flwr not installed" if "no Python with flwr" in ver or "cannot import flwr" in ver else f"flwr unavailable: {ver}"
+    row = [r for r in rows if r["n"] == n and r["d"] == d and ((s is None) == (r["graph"] == "complete"))]
+    if not row:
+        return "this point is not in this mode's grid; run the full suite"
+    if row[0].get("source", MEASURED) != MEASURED:
+        return f"row {row[0]['source']}"
+    return f"Flower failed: {str(row[0].get('flower_error', ''))[:80]}"
+
+
+def reference_row(n: int, d: int, s: int | None, path: str | None = None) -> dict[str, Any] | None:
+    """The Flower row of :data:`REFERENCE` (or ``path``) at ``(n, d, graph)``, with the run's machine and
+    date, or None when the file or the row is absent."""
+    path = path or os.path.join(_ROOT, REFERENCE)
+    try:
+        with open(path) as f:
+            ref = json.load(f)
+    except (OSError, ValueError):
+        return None
+    for r in ref.get("flower", {}).get("rows", []):
+        if r.get("n") == n and r.get("d") == d and ((s is None) == (r.get("graph") == "complete")) and r.get("speedup"):
+            runs = ref.get("meta", {}).get("runs") or [ref.get("meta", {})]
+            mach = (runs[0] or {}).get("machine", ref.get("meta", {}).get("machine", {}))
+            return {**r, "machine": f"{mach.get('Model name', '?')}, {mach.get('cpus', '?')} CPUs"}
+    return None
+
+
+def unmeasured_goal(name: str, target: float, n: int, d: int, s: int | None, why: str) -> dict[str, Any]:
+    """A goal row with no value and no verdict; its note says why and quotes the reference run, if any."""
+    g = goal(name, None, target, lower_is_better=False, note=f"not measured ({why})")
+    ref = reference_row(n, d, s)
+    if ref is not None:
+        g["note"] += (f"; for reference only, no verdict: {REFERENCE} (measured {str(ref.get('measured_utc', '?'))[:10]} on "
+                      f"{ref['machine']}) has Flower {ref['flower_s']:.3g} s vs ours {ref['ours_s']:.3g} s, {ref['speedup']:.3g}x")
+        g["reference"] = {"source": REFERENCE, "flower_s": ref["flower_s"], "ours_s": ref["ours_s"], "speedup": ref["speedup"],
+                          "measured_utc": ref.get("measured_utc"), "machine": ref["machine"]}
+    g["met"] = None
+    return g

@@ -15,8 +15,8 @@ What runs (all of it Flower's own code):
   holding the mod's state between stages, and ``call_next`` the ClientApp's fit returning the client's
   vector with ``num_examples = 1``;
 * transport: a stand-in ``Grid`` whose ``send_and_receive`` hands each message to the addressed
-  client's mod and collects the replies, **clients one after another** (as in the peer figures of
-  shared/reference/peers.md). No gRPC and no protobuf serialization: this favours Flower.
+  client's mod and collects the replies, **clients one after another** (as ours runs serially). No gRPC
+  and no protobuf serialization: this favours Flower.
 
 Exactness: client ``u`` holds integers ``x_u`` in ``[0, Q)``; Flower gets the floats ``x_u - Q/2`` with
 ``clipping_range = Q/2`` and ``quantization_range = Q``, so its quantizer is the identity, its

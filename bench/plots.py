@@ -102,20 +102,42 @@ def _ratio_to_floor(results: dict[str, Any], outdir: str) -> str | None:
     return p
 
 
+def measured_flower_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Flower comparison rows measured in this run, both sides (the only rows the plot draws: a row
+    kept from an earlier run, quoted from the reference results or without a Flower figure has no bar)."""
+    from bench.flower import MEASURED
+
+    return [r for r in results.get("flower", {}).get("rows", [])
+            if r.get("source") == MEASURED and r.get("speedup") and r.get("flower_s") and r.get("ours_s")]
+
+
 def _flower(results: dict[str, Any], outdir: str) -> str | None:
-    rows = [r for r in results.get("flower", {}).get("rows", []) if r.get("speedup")]
+    fig = flower_figure(results)
+    if fig is None:
+        return None
+    p = os.path.join(outdir, "bench_vs_flower.png")
+    fig.savefig(p, dpi=110)
+    _plt().close(fig)
+    return p
+
+
+def flower_figure(results: dict[str, Any]):  # noqa: ANN201 - a matplotlib Figure, or None
+    """Bars of the Flower comparison, one group per row measured in this run (:func:`measured_flower_rows`);
+    None when no row was measured (then no ``bench_vs_flower.png`` is written)."""
+    rows = measured_flower_rows(results)
     if not rows:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    labels = [f"n={r['n']}, d={r['d']:.0e}\n{r['graph'].split(' (')[0]}" + ("\n(peers.md)" if "peers" in r.get("source", "") else "") for r in rows]
+    labels = [f"n={r['n']}, d={r['d']:.0e}\n{r['graph'].split(' (')[0]}" for r in rows]
     xs = range(len(rows))
     w2 = any(r.get("ours_w2_s") for r in rows)
     wd = 0.27 if w2 else 0.4
     ax.bar([x - wd for x in xs] if w2 else [x - 0.2 for x in xs], [r["flower_s"] for r in rows], width=wd, label="Flower 1.42 SecAgg+ (clients serial)")
     ax.bar(list(xs) if w2 else [x + 0.2 for x in xs], [r["ours_s"] for r in rows], width=wd, label="ours, serial (one process)")
     if w2:
-        ax.bar([x + wd for x in xs], [r.get("ours_w2_s") or 0 for r in rows], width=wd, label="ours, workers=2 (two processes)")
+        w2x = [(x, r["ours_w2_s"]) for x, r in zip(xs, rows) if r.get("ours_w2_s")]  # no bar where not measured
+        ax.bar([x + wd for x, _ in w2x], [v for _, v in w2x], width=wd, label="ours, workers=2 (two processes)")
     for x, r in zip(xs, rows):
         txt = f"{r['speedup']:.0f}x" + (f" / {r['speedup_w2']:.0f}x" if r.get("speedup_w2") else "")
         ax.text(x, max(r["flower_s"], r["ours_s"]) * 1.15, txt, ha="center", fontsize=8)
@@ -124,13 +146,11 @@ def _flower(results: dict[str, Any], outdir: str) -> str | None:
     ax.set_xticks(list(xs))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("full round wall time (s)")
-    ax.set_title("Full SecAgg+ round: ours vs Flower (same n, d, t, graph, inputs)" + ("\nspeedup: serial / workers=2" if w2 else ""), fontsize=9)
+    ax.set_title("Full SecAgg+ round: ours vs Flower, both measured in this run (same n, d, t, graph, inputs)"
+                 + ("\nspeedup: serial / workers=2" if w2 else ""), fontsize=9)
     ax.legend(fontsize=7, loc="upper left", ncol=3)
     fig.tight_layout()
-    p = os.path.join(outdir, "bench_vs_flower.png")
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return fig
 
 
 def _expansion(results: dict[str, Any], outdir: str) -> str | None:

@@ -6,6 +6,19 @@ import statistics
 from typing import Any
 
 from bench.common import fmt_s, md_table
+from bench.flower import MEASURED
+
+
+def _measured(g: dict[str, Any]) -> str:
+    return "not measured" if g.get("value") is None else f"{g['value']:.3g}"
+
+
+def _verdict(g: dict[str, Any], bold_not_met: bool = False) -> str:
+    """``**met**`` / ``not met`` for a measured goal; ``n/a`` for an informational one; ``no verdict`` when
+    nothing was measured (a goal's verdict only ever comes from a figure of this run)."""
+    if g.get("value") is None:
+        return "no verdict"
+    return {True: "**met**", False: "**not met**" if bold_not_met else "not met", None: "n/a"}[g.get("met")]
 
 
 def goals_table(results: dict[str, Any]) -> str:
@@ -16,8 +29,8 @@ def goals_table(results: dict[str, Any]) -> str:
         for g in r.get("goals", []):
             v = g.get("value")
             rows.append({
-                "benchmark": name, "goal": g["goal"], "measured": "-" if v is None else f"{v:.3g}", "target": g["target"],
-                "met": {True: "**met**", False: "not met", None: "n/a"}[g.get("met")], "note": g.get("note", ""),
+                "benchmark": name, "goal": g["goal"], "measured": _measured(g), "target": g["target"],
+                "met": _verdict(g), "note": g.get("note", ""),
             })
         if r.get("error"):
             rows.append({"benchmark": name, "goal": "(benchmark failed)", "measured": "-", "target": "-", "met": "error", "note": r["error"][:120]})
@@ -217,7 +230,7 @@ def inline_values(results: dict[str, Any]) -> dict[str, str]:
         f"n={r['n']}, d={r['d']:.0e}, {r['graph'].split(' (')[0]}: ours {fmt_s(r['ours_s'])}, Flower {fmt_s(r['flower_s'])}"
         f" -> **{r['speedup']:.1f}x**"
         + (f" (ours with workers=2: {fmt_s(r['ours_w2_s'])} -> {r['speedup_w2']:.1f}x)" if r.get("speedup_w2") else "")
-        for r in fl if r.get("speedup")) or "n/a"
+        for r in fl if r.get("speedup") and r.get("source") == MEASURED) or "not measured in this run"
     pp = results.get("protocol_phases", {})
     prim = pp.get("mask_primitive", [])
     if prim and "loop_ratio" in prim[0]:
@@ -257,8 +270,8 @@ def inline_values(results: dict[str, Any]) -> dict[str, str]:
         if name == "meta" or not isinstance(r, dict):
             continue
         for g in r.get("goals", []):
-            val = "-" if g.get("value") is None else f"{g['value']:.3g}"
-            met = {True: "**met**", False: "**not met**", None: "n/a"}[g.get("met")]
+            val = _measured(g)
+            met = _verdict(g, bold_not_met=True)
             lines.append(f"* {g['goal']}: {val} (target {g['target']}) -- {met}" + (f"; {g['note']}" if g.get("note") else ""))
     v["goals"] = "\n" + "\n".join(lines) + "\n"
     meta = results.get("meta", {})

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -120,7 +120,13 @@ def test_ideal_oracle_float32_top_of_range_and_tiny_weights():
     b2 = torch.tensor([1.0, 1e-50, 1.0], dtype=torch.float64)
     x2 = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
     out2 = rfa.IdealOracle()(x2, b2)
-    assert torch.equal(out2, (b2 @ x2.double() / b2.sum()).float())
+    # "rounded once": within half a float32 ulp of the exact average, plus the float64 accumulation error
+    # (3 terms: <= 3 u_64 |sum|, well below 1e-15 relative). Not bit-equality with one particular float64
+    # formula: a different BLAS may sum the 3 products in another order and, rarely, round across a tie.
+    exact = b2 @ x2.double() / b2.sum()
+    half_ulp = torch.from_numpy(np.spacing(exact.float().abs().numpy()).astype(np.float64)) / 2
+    assert out2.dtype == torch.float32
+    assert bool(((out2.double() - exact).abs() <= half_ulp + 1e-15 * exact.abs()).all())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -151,11 +157,18 @@ def test_fused_checks_find_non_finite_rows_and_their_clients_refuse(dtype, bad, 
 @settings(max_examples=25)
 @given(seed=st.integers(0, 2**32 - 1), m=st.integers(3, 15), d=st.integers(1, 60), budget=st.integers(1, 4),
        offset=st.sampled_from([0.0, 10.0]), mean_init=st.booleans())
+@example(seed=0, m=4, d=1, budget=4, offset=10.0, mean_init=False)  # found by the thorough profile
 def test_float32_weiszfeld_matches_float64_run(seed, m, d, budget, offset, mean_init):
     """A float32 run (fast paths) and a float64 run on the same values (float64 paths) agree to float32
-    level: medians within 1e-4 (1 + max |w|), objectives within 1e-5 relative, betas within 1e-4 relative
-    (each call's rounding ~1e-7 relative, amplified at most ~1/(distance gap) by the next weights; data in
-    general position, distances >> nu)."""
+    level: medians within 1e-4 (1 + max |w|), objectives within 1e-5 relative (each call's rounding ~1e-7
+    relative, amplified at most ~1/(distance gap) by the next weights; data in general position).
+
+    Betas: beta_i = alpha_i / ||w_i - v||. The float32 run rounds the iterate and the differences w_i - v
+    at ~u_32 * scale per coordinate, i.e. up to ~sqrt(d) u_32 scale on a distance, which is a relative
+    error of sqrt(d) u_32 scale / ||w_i - v|| on beta_i: large for a point close to the iterate. So each
+    beta is checked within 1e-4 + 8 (1 + sqrt(d)) u_32 scale / dist_i relative (dist_i from the float64
+    run, slack 8x). A flat 1e-4 failed under the thorough profile: m=4, d=1, offset 10, a point 4e-3
+    from the iterate, betas 225.43 vs 225.46 (1.3e-4 relative, inside the derived 1.3e-3)."""
     rng = np.random.default_rng(seed)
     w32 = torch.from_numpy(offset + rng.normal(size=(m, d))).float()
     alpha = torch.from_numpy(rng.uniform(0.5, 2.0, size=m))
@@ -167,8 +180,15 @@ def test_float32_weiszfeld_matches_float64_run(seed, m, d, budget, offset, mean_
     assert float((r32.median.double() - r64.median).abs().max()) <= 1e-4 * scale
     for a, b in zip(r32.objective, r64.objective):
         assert abs(a - b) <= 1e-5 * abs(b)
-    for a, b in zip(r32.betas, r64.betas):
-        assert torch.allclose(a, b, rtol=1e-4, atol=0)
+    assert r32.kinds == r64.kinds
+    shift = 1 if r64.kinds[0] == "mean" else 0  # the iterate before call k is v^(k - shift)
+    for k, (a, b) in enumerate(zip(r32.betas, r64.betas)):
+        if r64.kinds[k] == "mean":
+            assert torch.equal(a, b)  # alpha itself
+            continue
+        dist = r64.distances[k - shift].clamp(min=r64.nu)
+        rtol = 1e-4 + 8 * (1 + math.sqrt(d)) * U32 * scale / dist
+        assert bool(((a - b).abs() <= rtol * b.abs()).all()), float(((a - b).abs() / (rtol * b.abs())).max())
 
 
 class _Sizes(TorchDispatchMode):

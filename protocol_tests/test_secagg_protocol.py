@@ -462,7 +462,7 @@ def test_simulate_report_and_cli(capsys) -> None:  # noqa: ANN001
     assert "YES" in format_report(rep)
     assert secagg_main(["simulate", "--clients", "5", "--dim", "8", "--seed", "1", "--dropout-rate", "0.2"]) == 0
     out = capsys.readouterr().out
-    assert "plaintext sum" in out and "total bytes" in out
+    assert "plaintext sum" in out and "bytes on the wire: upload" in out
     # an abort: exit code 1 and the reason printed
     code = secagg_main(["simulate", "--clients", "4", "--dim", "4", "--threshold", "4", "--drop", "2:share-keys"])
     assert code == 1

@@ -75,9 +75,12 @@ def test_trace_rejects_unreadable_sizes() -> None:
 
 def test_tutorial_trace_is_current() -> None:
     """docs/tutorial.md pastes the output of `secagg trace --clients 4 --dim 3 --threshold 3 --drop
-    2:masked-input`; it must still be exactly what the command prints (regenerate the doc otherwise)."""
+    2:masked-input` (at the default width of a non-terminal, 100 columns); it must still be exactly what
+    the command prints (regenerate the doc otherwise)."""
     from pathlib import Path
 
+    from secagg.commands.trace import DEFAULT_WIDTH
+
     doc = (Path(__file__).resolve().parents[1] / "docs" / "tutorial.md").read_text(encoding="utf-8")
-    text = render(trace(clients=4, dim=3, threshold=3, drops={2: "masked-input"}, modulus_bits=8, seed=0))
+    text = render(trace(clients=4, dim=3, threshold=3, drops={2: "masked-input"}, modulus_bits=8, seed=0), width=DEFAULT_WIDTH)
     assert text in doc

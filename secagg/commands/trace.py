@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import sys
 from typing import Any
 
@@ -34,7 +36,12 @@ from secagg.errors import InvalidInput, ProtocolAborted, SecAggError
 NAME = "trace"
 HELP = "round-by-round transcript of a small secure aggregation (inputs, masks, shares, unmasking)"
 
-__all__ = ["NAME", "HELP", "add_arguments", "run", "trace", "render"]
+__all__ = ["NAME", "HELP", "add_arguments", "run", "trace", "render", "wrap_line", "MIN_WIDTH", "DEFAULT_WIDTH"]
+
+#: narrowest ``--width`` accepted (a continuation line keeps a short indent and still holds a few words)
+MIN_WIDTH = 40
+#: ``--width`` when stdout is not a terminal and ``COLUMNS`` is unset
+DEFAULT_WIDTH = 100
 
 from secagg.rounds import ROUNDS as _ROUNDS  # noqa: E402
 
@@ -58,7 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graph", choices=("complete", "secagg+"), default="complete")
     p.add_argument("--neighbours", "-k", type=int, default=None, help="SecAgg+ degree k")
     p.add_argument("--seed", "-s", type=seed_arg, default=0, help="seed of inputs and protocol randomness (default 0)")
-    p.add_argument("--json", action="store_true", help="print the transcript as JSON")
+    p.add_argument("--width", type=int, default=None,
+                   help="wrap text lines at N characters (default: the terminal width, or 100 when not a terminal; "
+                        f"at least {MIN_WIDTH})")
+    p.add_argument("--json", action="store_true", help="print the transcript as JSON (never wrapped)")
     p.add_argument("--html", metavar="FILE", default=None,
                    help="also write the transcript as one self-contained interactive HTML page to FILE")
 
@@ -326,8 +336,80 @@ class _Style:
         return self(t, "2")
 
 
-def render(tr: dict[str, Any], color: bool = False) -> str:
-    """The transcript as text (a student's walk through the rounds)."""
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def wrap_line(line: str, width: int) -> list[str]:
+    """Wrap one rendered line to at most ``width`` visible characters (ANSI colour codes do not count).
+
+    Breaks at spaces (a word longer than the room left is cut); continuation lines are indented by the
+    line's own leading spaces plus four, so a wrapped message reads as one block. Colour is closed at the
+    end of every piece and reopened at the start of the next, so each output line is self-contained.
+    """
+    chars: list[tuple[str, str]] = []  # (visible character, active SGR sequence)
+    code, pos = "", 0
+    for mo in _SGR.finditer(line):
+        chars += [(c, code) for c in line[pos:mo.start()]]
+        code = "" if mo.group(0) == "\x1b[0m" else mo.group(0)
+        pos = mo.end()
+    chars += [(c, code) for c in line[pos:]]
+    plain = "".join(c for c, _ in chars)
+    if len(plain) <= width:
+        return [line]
+    lead = len(plain) - len(plain.lstrip(" "))
+    cont = min(lead + 4, width // 2)
+    pieces: list[tuple[int, int, int]] = []  # (indent, start, end) into chars
+    i, indent = lead, lead
+    n = len(plain)
+    while i < n:
+        room = width - indent
+        if n - i <= room:
+            pieces.append((indent, i, n))
+            break
+        cut = plain.rfind(" ", i, i + room + 1)
+        if cut <= i:  # no space in reach: cut the word
+            cut, nxt = i + room, i + room
+        else:
+            nxt = cut
+        while nxt < n and plain[nxt] == " ":
+            nxt += 1
+        end = cut
+        while end > i and plain[end - 1] == " ":
+            end -= 1
+        pieces.append((indent, i, end))
+        i, indent = nxt, cont
+    out = []
+    for ind, a, b in pieces:
+        buf, cur = [" " * ind], ""
+        for c, cd in chars[a:b]:
+            if cd != cur:
+                buf.append(cd if cd else "\x1b[0m")
+                cur = cd
+            buf.append(c)
+        if cur:
+            buf.append("\x1b[0m")
+        out.append("".join(buf))
+    return out
+
+
+def render(tr: dict[str, Any], color: bool = False, width: int | None = None) -> str:
+    """The transcript as text (a student's walk through the rounds), every line wrapped to at most
+    ``width`` visible characters (:func:`wrap_line`; ``None``: lines are not wrapped)."""
+    text = _render(tr, color)
+    if width is None:
+        return text
+    if isinstance(width, bool) or not isinstance(width, int) or width < MIN_WIDTH:
+        raise InvalidInput(f"--width must be an int >= {MIN_WIDTH}, got {width!r}")
+    return "\n".join(piece for line in text.split("\n") for piece in wrap_line(line, width))
+
+
+def terminal_width() -> int:
+    """The terminal's width (``COLUMNS`` or the terminal of stdout), else :data:`DEFAULT_WIDTH`; never
+    below :data:`MIN_WIDTH`."""
+    return max(MIN_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
+
+
+def _render(tr: dict[str, Any], color: bool = False) -> str:
     s = _Style(color)
     p = tr["parameters"]
     m = p["modulus"]
@@ -442,6 +524,10 @@ def _use_color() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    width = terminal_width() if args.width is None else args.width
+    if width < MIN_WIDTH:
+        print(f"secagg trace: error: --width must be >= {MIN_WIDTH}, got {width}", file=sys.stderr)
+        return 2
     try:
         tr = trace(clients=args.clients, dim=args.dim, threshold=args.threshold, drops=_parse_drops(args.drop),
                    modulus_bits=args.modulus_bits, variant=args.variant, graph=args.graph, neighbours=args.neighbours,
@@ -460,6 +546,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(tr, indent=2))
     else:
-        print(render(tr, color=_use_color()))
+        print(render(tr, color=_use_color(), width=width))
     res = tr["result"]
     return 0 if res.get("match") else 1
