@@ -40,7 +40,7 @@ from secagg.errors import InvalidInput
 from .attacks import AttackContext, _Trojan, _UpdateCorruption, register
 
 __all__ = ["SignFlip", "MinMax", "MinSum", "FangMedian", "FangKrum", "ModelReplacement", "OptIPM", "OptALIE",
-           "perturbation", "min_max_gamma", "min_sum_gamma"]
+           "perturbation", "min_max_gamma", "min_sum_gamma", "krum_choice"]
 
 
 def _benign(updates: torch.Tensor, mask: torch.Tensor, knowledge: str) -> torch.Tensor:
@@ -213,6 +213,16 @@ class FangMedian(_UpdateCorruption):
         return out
 
 
+def krum_choice(u: torch.Tensor, f: int) -> int:
+    """Krum's choice (Blanchard et al., NeurIPS 2017) among the float64 rows of ``u``: the row with the
+    smallest sum of squared distances to its ``m - f - 2`` nearest other rows (ties: lowest index)."""
+    m = u.shape[0]
+    dist = _sq_dists(u)
+    dist.fill_diagonal_(math.inf)
+    scores = torch.sort(dist, dim=1).values[:, : max(m - f - 2, 1)].sum(1)
+    return int(torch.argmin(scores))
+
+
 @register
 @dataclass
 class FangKrum(_UpdateCorruption):
@@ -224,8 +234,9 @@ class FangKrum(_UpdateCorruption):
                    + max_{i benign} ||D_i|| / sqrt(d)
 
     (``Gamma(i, k)``: the ``k`` benign updates nearest to ``D_i``) and is halved until Krum (with the
-    known ``f``, simulated by the attackers) selects the crafted update, or falls below ``tol``.
-    All corrupted clients send the same vector, which lowers its Krum score."""
+    known ``f``, simulated by the attackers in float64: :func:`krum_choice`) selects the crafted
+    update, or falls below ``tol``. All corrupted clients send the same vector, which lowers its
+    Krum score."""
 
     name: ClassVar[str] = "fang-krum"
     tol: float = 1e-5
@@ -235,8 +246,6 @@ class FangKrum(_UpdateCorruption):
             raise InvalidInput(f"corruption 'fang-krum': tol must be positive, got {self.tol}")
 
     def _corrupt(self, updates, weights, mask, generator):
-        from rfa.aggregators import krum_scores
-
         u = updates.to(torch.float64)
         m, d = u.shape
         f = int(mask.sum())
@@ -256,7 +265,7 @@ class FangKrum(_UpdateCorruption):
         out = u.clone()
         while True:
             out[mask] = -lam * s
-            if lam < self.tol or int(torch.argmin(krum_scores(out, fk))) in mask.nonzero().flatten().tolist():
+            if lam < self.tol or bool(mask[krum_choice(out, fk)]):
                 break
             lam /= 2
         return out.to(updates.dtype)
@@ -315,8 +324,8 @@ class _AggregatorAware(_UpdateCorruption):
 
     tau_min: float = 1e-2
     tau_max: float = 1e2
-    grid: int = 9
-    refine: int = 6
+    grid: int = 7
+    refine: int = 4
 
     def validate(self) -> None:
         if not (0 < self.tau_min < self.tau_max):
