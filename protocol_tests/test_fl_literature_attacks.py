@@ -322,3 +322,25 @@ def test_backdoor_metrics_are_the_rlr_papers_three(digits):
         assert 0.0 <= res.final[key] <= 1.0
         assert all(key in h for h in res.history)
     assert "base_class_accuracy" not in run(cfg.replace(corruption="ipm"), data=digits).final
+
+
+def test_opt_line_search_refines_beyond_its_grid_towards_the_best_scale():
+    """Against multi-Krum the damage J(tau) peaks between grid points: the golden-section refinement
+    must beat the best of the 7 grid points and come within 10% of a dense 300-point scan (measured:
+    search 4.78, grid 3.97, dense 4.93 for IPM; deterministic float64)."""
+    from rfa.oracle import IdealOracle
+
+    u, w, mask = _cloud(m=20, d=100, f=5, drift=0.5)
+    aggregator = agg_mod.make("multi-krum", f=5)
+    mu_h = u[~mask].mean(0)
+    c = A.make_corruption("opt-ipm")
+
+    def damage(tau):
+        t = u.clone()
+        t[mask] = c._rows(u[~mask], 5, 20, tau)
+        return float((aggregator(t, w, IdealOracle()).vector - mu_h).norm())
+
+    _, best = c.search(u, w, mask, aggregator)
+    grid = max(damage(math.exp(x)) for x in np.linspace(math.log(c.tau_min), math.log(c.tau_max), c.grid))
+    dense = max(damage(math.exp(x)) for x in np.linspace(math.log(c.tau_min), math.log(c.tau_max), 300))
+    assert best > 1.1 * grid and best > 0.9 * dense
