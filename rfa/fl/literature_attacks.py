@@ -24,6 +24,8 @@ sends the same vector unless stated. Notation: ``D_1..D_m`` the benign updates o
 - ``opt-ipm`` / ``opt-alie``: IPM and ALIE with their scale chosen every round to maximise the
   damage to the aggregator actually used (an aggregator-aware line search, as the Opt-IPM and
   Opt-ALIE attacks of the ByzFL library do).
+- ``protocol-deviation``: the second threat model, a client that deviates from the secure
+  aggregation protocol (claims the largest public weight, skips the public clip).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from secagg.errors import InvalidInput
 from .attacks import AttackContext, _Trojan, _UpdateCorruption, register
 
 __all__ = ["SignFlip", "MinMax", "MinSum", "FangMedian", "FangKrum", "ModelReplacement", "OptIPM", "OptALIE",
-           "perturbation", "min_max_gamma", "min_sum_gamma", "krum_choice"]
+           "ProtocolDeviation", "perturbation", "min_max_gamma", "min_sum_gamma", "krum_choice"]
 
 
 def _benign(updates: torch.Tensor, mask: torch.Tensor, knowledge: str) -> torch.Tensor:
@@ -419,3 +421,32 @@ class OptALIE(_AggregatorAware):
         sd = honest.std(0) if honest.shape[0] >= 2 else torch.zeros_like(honest[0])
         return honest.mean(0) - tau * sd
 
+
+
+@register
+@dataclass
+class ProtocolDeviation(_UpdateCorruption):
+    """The second threat model: corrupted clients deviate from the protocol itself. Their update is
+    IPM's ``-scale * mean(honest)`` (a large reversal; ``scale`` default 100) and, in every secure call,
+    they send it through :class:`rfa.oracle.Deviation`: ``claim_max_weight`` (the largest weight the
+    public bound allows, not their own) and ``skip_clipping`` (encoded without the public clip, so
+    coordinates may wrap mod M). The server cannot detect either without input validation (range
+    proofs), which is not emulated; the loop applies the :attr:`deviation` in every oracle call of the
+    rounds where a corrupted client is selected. Plaintext aggregators see only the update."""
+
+    name: ClassVar[str] = "protocol-deviation"
+    scale: float = 100.0
+    claim_max_weight: bool = True
+    skip_clipping: bool = True
+
+    @property
+    def deviation(self):
+        from rfa.oracle import Deviation
+
+        return Deviation(claim_max_weight=self.claim_max_weight, skip_clipping=self.skip_clipping)
+
+    def _corrupt(self, updates, weights, mask, generator):
+        out = updates.clone()
+        honest = updates[~mask] if bool((~mask).any()) else updates
+        out[mask] = -self.scale * honest.mean(0)
+        return out
