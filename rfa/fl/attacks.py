@@ -195,6 +195,11 @@ def _coerce(cname: str, pname: str, hint: Any, value: Any) -> Any:
             return int(value)
         raise bad
     if hint is float:
+        if isinstance(value, str):  # the command line's key=value text: "inf", "1e8", "nan"
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
