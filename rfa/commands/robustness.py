@@ -25,7 +25,7 @@ HELP = "robustness matrix: every aggregator x attack at rho 0.1 and 0.25 (heat-m
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     _compare.add_arguments(p)
-    p.add_argument("--attacks", dest="corruptions", type=_compare._csv, default=None,
+    p.add_argument("--attacks", dest="corruptions", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=None,
                    help="comma list of corruptions (default: the matrix's 16 attacks; same as --corruptions)")
     have = {o for a in p._actions for o in a.option_strings}
     if "--resume" not in have:
