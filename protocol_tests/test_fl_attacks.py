@@ -193,7 +193,7 @@ def test_cga_reaches_its_target_once_it_has_one_observation():
             torch.testing.assert_close(w_next, target, rtol=1e-9, atol=1e-9)
         w = w_next
     # the l2 variant (Proposition 1) projects the report on the ball of radius lambda
-    c2 = make_corruption("cga", radius=0.5)
+    c2 = make_corruption("cga", target="fixed", radius=0.5)
     out = c2.corrupt_updates(honest.repeat(3, 1), weights, mask, w=w, generator=g, head=head)
     assert float(out[2].norm()) <= 0.5 + 1e-9
 

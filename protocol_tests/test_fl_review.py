@@ -246,7 +246,8 @@ def test_cga_default_target_is_fixed_as_in_seed_003():
     """Found: the CGA target was re-derived from the current model every round (a rotating target),
     while seed 003 (eqs. 5-6) attacks towards one fixed theta_s. With a constant honest update g on
     FedAvg, the default (fixed) CGA lands the global model on theta_s at round 2 and keeps it there;
-    theta_s = the first non-zero model seen, classes shifted k -> k + 1."""
+    theta_s = the first non-zero model seen, classes shifted k -> k + 1 (``target="fixed"``; the default
+    theta_s is now trained on relabelled data, see test_fl_literature_attacks)."""
     from rfa.fl.attacks import make_corruption
 
     d_in, k = 3, 4
@@ -256,7 +257,7 @@ def test_cga_default_target_is_fixed_as_in_seed_003():
     honest = torch.randn(dim, generator=g, dtype=torch.float64)
     weights = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
     mask = torch.tensor([False, False, True])
-    c = make_corruption("cga")
+    c = make_corruption("cga", target="fixed")
     w = torch.randn(dim, generator=g, dtype=torch.float64)
     theta = w.clone()
     theta[: k * d_in] = torch.roll(w[: k * d_in].reshape(k, d_in), 1, dims=0).reshape(-1)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from rfa import jobs
 
-COMMANDS = ("compare", "train", "leakage")
+COMMANDS = ("compare", "train", "leakage", "robustness")
 
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:

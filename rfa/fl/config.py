@@ -130,6 +130,14 @@ class FLConfig:
                                      ("executor", self.executor, EXECUTORS)):
             if value not in allowed:
                 raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+        from .attacks import make_corruption
+
+        try:  # typed corruption parameters: an unknown or ill-typed one fails here, before any run
+            make_corruption(self.corruption, **self.corruption_params)
+        except ConfigError:
+            raise
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from exc
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

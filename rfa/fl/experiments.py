@@ -77,7 +77,7 @@ from rfa.aggregators import CLIP_BOUND  # noqa: E402  (the clipping rules' publi
 CSV_COLUMNS = (
     "aggregator", "corruption", "rho", "seed", "accuracy", "test_correct", "test_total", "secure_calls_per_round",
     "bytes_per_client_per_round", "bytes_up_per_client_per_round", "bytes_down_per_client_per_round",
-    "dropout_rate", "min_survivor_fraction", "max_effective_weight", "secure_compatible", "realised_rho", "test_loss", "backdoor_accuracy", "local_accuracy",
+    "dropout_rate", "min_survivor_fraction", "max_effective_weight", "secure_compatible", "realised_rho", "test_loss", "backdoor_accuracy", "base_class_accuracy", "local_accuracy",
     "oracle", "dataset", "model", "rounds", "clients_per_round", "num_clients", "wall_time_s",
     # config reference: the row's run is ``results.json["runs"][config_index]`` (its full FLConfig);
     # the fields that differ between studies are repeated here so the CSV stands on its own
@@ -167,7 +167,7 @@ def _row(res: RunResult, index: int | None = None) -> dict[str, Any]:
         "min_survivor_fraction": f.get("min_survivor_fraction"),
         "max_effective_weight": f["max_effective_weight"],
         "secure_compatible": bool(f["secure_compatible"]), "realised_rho": f["realised_rho"], "test_loss": f["test_loss"],
-        "backdoor_accuracy": f.get("backdoor_accuracy"), "local_accuracy": f.get("local_accuracy"), "oracle": c["oracle"],
+        "backdoor_accuracy": f.get("backdoor_accuracy"), "base_class_accuracy": f.get("base_class_accuracy"), "local_accuracy": f.get("local_accuracy"), "oracle": c["oracle"],
         "dataset": c["dataset"], "model": c["model"], "rounds": c["rounds"], "clients_per_round": c["clients_per_round"],
         "num_clients": c["num_clients"], "wall_time_s": f["wall_time_s"],
     }

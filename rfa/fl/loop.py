@@ -43,7 +43,7 @@ import torch
 
 from secagg.errors import InvalidInput, ProtocolAborted
 
-from .attacks import make_corruption, select_corrupted
+from .attacks import AttackContext, make_corruption, select_corrupted
 from .config import ConfigError, FLConfig
 from .data import FederatedData, load_pooled
 from .executor import Executor, LocalTask, make_executor
@@ -288,6 +288,8 @@ class _Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
         self.corrupted_t = torch.as_tensor(self.corrupted)
         self.alpha_all = self.sizes / self.sizes.sum()
+        self.corruption.prepare(AttackContext(model=self.model, data=self.data, corrupted=self.corrupted, seed=cfg.seed,
+                                              device=device, aggregator=self.aggregator, config=cfg))
 
     # ---- the steps of Algorithm 1 -------------------------------------------------------------
     def sample(self, r: Round) -> None:
@@ -368,6 +370,7 @@ class _Trainer:
         if (r.t + 1) % self.cfg.eval_every == 0 or r.t + 1 == self.cfg.rounds:
             ev = evaluate(self.model, self.w, self.data.test_x, self.data.test_y)
             r.record["accuracy"], r.record["test_loss"] = ev["accuracy"], ev["loss"]
+            r.record.update(self.corruption.metrics(lambda x: _predict(self.model, self.w, x.to(self.w.dtype)), self.data))
 
     def round(self, t: int, lr: float, metrics: list[Callable[[Round], dict[str, Any]]]) -> dict[str, Any]:
         r = Round(t=t, lr=lr, run=self)
@@ -475,9 +478,7 @@ def run(
         if u is not None:
             g = _local_eval(model, data, w, None, ~tr.corrupted)
             result_final["local_accuracy_shared_only"] = g["local_accuracy"]
-    bd = tr.corruption.backdoor_accuracy(lambda x: _predict(model, w, x.to(w.dtype)), data)
-    if bd is not None:
-        result_final["backdoor_accuracy"] = bd
+    result_final.update(tr.corruption.metrics(lambda x: _predict(model, w, x.to(w.dtype)), data))
     rounds_done = len(history)
     result_final.update({
         "secure_calls_per_round": sum(h["oracle_calls"] for h in history) / rounds_done,

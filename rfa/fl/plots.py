@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 __all__ = ["plot_accuracy_vs_rho", "plot_accuracy_vs_calls", "plot_privacy_vs_robustness", "plot_all",
            "accuracy_vs_rho_figure", "accuracy_vs_calls_figure", "privacy_vs_robustness_figure", "describe_study",
-           "BAND"]
+           "BAND", "plot_robustness_heatmap"]
 
 _MARKERS = "osD^v<>pPX*h"
 _LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
@@ -336,3 +336,47 @@ def plot_all(results_json: dict[str, Any], out_dir: str | Path, prefix: str = ""
         paths.append(_save(leakage_vs_robustness_figure(rows, meta["leakage"], meta=meta),
                            out / f"{prefix}leakage_vs_robustness.png"))
     return paths
+
+
+def plot_robustness_heatmap(mx: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """Heat map of the robustness matrix (:func:`rfa.fl.robustness.matrix`): one panel per rho, rows =
+    aggregators (``*`` and bold = secure-compatible), columns = the clean run, every attack and the
+    worst cell; colour and number = mean test accuracy (%), a second line ``bd`` = backdoor accuracy
+    (%) where the attack plants one."""
+    aggs, attacks, rhos = mx["aggregators"], mx["attacks"], mx["rhos"]
+    cols = ["clean"] + attacks + ["worst"]
+    fig, axes = plt.subplots(len(rhos), 1, figsize=(max(6.0, 2.2 + 0.62 * len(cols)), 0.6 + (0.34 * len(aggs) + 1.3) * len(rhos)),
+                             squeeze=False, layout="constrained")
+    im = None
+    for ax, rho in zip(axes[:, 0], rhos):
+        grid = np.full((len(aggs), len(cols)), np.nan)
+        for i, a in enumerate(aggs):
+            grid[i, 0] = mx["clean"][a]
+            for j, c in enumerate(attacks, start=1):
+                grid[i, j] = mx["acc"].get((a, c, rho), np.nan)
+            grid[i, -1] = mx["worst"].get((a, rho), np.nan)
+        im = ax.imshow(100 * grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+        for i, a in enumerate(aggs):
+            for j, c in enumerate(cols):
+                v = grid[i, j]
+                if np.isnan(v):
+                    continue
+                txt = f"{100 * v:.0f}"
+                if (a, c, rho) in mx["backdoor"]:
+                    txt += f"\nbd {100 * mx['backdoor'][(a, c, rho)]:.0f}"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=6.5 if "\n" in txt else 7.5,
+                        color="black" if 25 < 100 * v < 85 else "white" if 100 * v <= 25 else "black")
+        ax.axvline(0.5, color="black", lw=0.8)
+        ax.axvline(len(cols) - 1.5, color="black", lw=0.8)
+        ax.set_xticks(range(len(cols)))
+        ax.set_xticklabels(cols, rotation=40, ha="right", fontsize=7.5)
+        ax.set_yticks(range(len(aggs)))
+        ax.set_yticklabels([("* " if mx["secure"][a] else "") + a for a in aggs], fontsize=8)
+        for lab, a in zip(ax.get_yticklabels(), aggs):
+            if mx["secure"][a]:
+                lab.set_fontweight("bold")
+        ax.set_title(f"rho = {rho:g} (clean column: rho = 0)", fontsize=9)
+    if im is not None:
+        fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.03, pad=0.01, label="test accuracy (%)")
+    fig.suptitle(title or "test accuracy (%) per aggregator and attack  (* bold = secure-compatible)", fontsize=9)
+    return _save(fig, path)
