@@ -55,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", type=jobs.int_arg(0), default=None,
                    help="the attacked client (default: the one with the most examples)")
     p.add_argument("--seed", type=jobs.int_arg(0), default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--model", choices=("linear", "convnet"), default=d.model,
+                   help="linear (the analytic attack, default) or convnet (opt-in gradient matching of Geiping et al.; "
+                        "slow on a CPU; needs --examples-per-client 1 or 2)")
+    p.add_argument("--attack-iterations", type=jobs.int_arg(1), default=d.attack_iterations,
+                   help=f"the ConvNet attack's Adam iterations per revealed quantity (default {d.attack_iterations})")
     p.add_argument("--out", default=None, help="output folder (default runs/leakage-<timestamp>)")
     p.add_argument("--resume", default=None, metavar="DIR", help="finish an interrupted study in DIR")
     p.add_argument("--overwrite", action="store_true", help="replace the results in a non-empty --out")
@@ -69,7 +74,8 @@ def _config(args: argparse.Namespace):
     aggs = tuple(args.aggregators) if args.aggregators else DEFAULT_AGGREGATORS
     cfg = LeakageConfig(aggregators=aggs, ms=ms, trials=trials, oracle=args.oracle, local_steps=args.local_steps,
                         batch_size=args.batch_size, lr=args.lr, examples_per_client=args.examples_per_client,
-                        target=args.target, seed=args.seed)
+                        target=args.target, seed=args.seed, model=args.model,
+                        attack_iterations=args.attack_iterations)
     try:
         cfg.validate()
     except Exception as exc:  # ConfigError / InvalidInput from the registries
@@ -107,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
             todo = [u for u in units if u.key(cfg) not in store]
             print(f"{COMMAND}: {len(cfg.aggregators)} aggregators x m in {list(cfg.ms)} x {cfg.trials} trials "
                   f"= {len(units)} rounds (each with its calibration twin), oracle {cfg.oracle}")
-            print(f"  data {cfg.dataset} ({cfg.partition}, {cfg.num_clients} clients), linear model, "
+            print(f"  data {cfg.dataset} ({cfg.partition}, {cfg.num_clients} clients), {cfg.model} model, "
                   f"{cfg.local_steps} local step(s) of batch {cfg.batch_size}, lr {cfg.lr}; output: {out}"
                   + (f" (resuming: {len(units) - len(todo)} saved)" if args.resume else ""))
             bar = None
@@ -162,7 +168,7 @@ def write_outputs(cfg, rows: list[dict], out: Path) -> dict[str, Path]:
 
 
 def _caption(cfg) -> str:
-    return (f"{cfg.dataset}, linear model, {cfg.num_clients} clients ({cfg.partition}), {cfg.local_steps} local step(s) "
+    return (f"{cfg.dataset}, {cfg.model} model, {cfg.num_clients} clients ({cfg.partition}), {cfg.local_steps} local step(s) "
             f"of batch {cfg.batch_size}, first round, {cfg.trials} trial(s) per m, oracle {cfg.oracle}, seed {cfg.seed}")
 
 

@@ -5,7 +5,9 @@ broadcast model: once with the target among the ``m`` sampled clients, once with
 calibration round). The clients train locally (the loop's own :func:`rfa.fl.executor.local_sgd`), each
 aggregator combines their updates through a fresh secure average oracle, and the server's view of the
 round (:class:`rfa.leakage.ServerView`, built only from the oracle's call records, or from the
-updates themselves for plaintext-only aggregators) is attacked with :func:`rfa.leakage.invert_linear`.
+updates themselves for plaintext-only aggregators) is attacked with :func:`rfa.leakage.invert_linear`
+(the linear model, the default) or, opt-in, :func:`rfa.leakage.invert_gradients` (the ConvNet:
+gradient matching of Geiping et al. through the same local steps, on 1-2 target examples).
 Every revealed quantity gives one row: the target's effective weight ``s`` in it, the best PSNR/SSIM of a
 reconstruction against the target's real examples, the label recovery, and the leakage, i.e. the metric
 minus the best the same attack achieves on the calibration round (what population knowledge alone gives).
@@ -46,7 +48,10 @@ class LeakageConfig:
     Attributes:
         dataset, partition, num_clients, dirichlet_alpha: the federated data, as in :class:`FLConfig`
             (an image data set: the attack compares images).
-        model: ``linear`` (the analytic attack).
+        model: ``linear`` (the analytic attack) or ``convnet`` (gradient matching, opt-in: heavy on a
+            CPU, so it needs ``examples_per_client`` of 1 or 2, which is also its number of dummy
+            images).
+        attack_iterations: the gradient-matching attack's Adam iterations (``convnet`` only).
         aggregators: registry names (:func:`rfa.aggregators.make`); plaintext-only ones reveal every
             update.
         ms: clients per round (a secure aggregation needs at least 2).
@@ -76,10 +81,16 @@ class LeakageConfig:
     examples_per_client: int | None = None
     seed: int = 0
     device: str = "cpu"
+    attack_iterations: int = 300
 
     def validate(self) -> None:
-        if self.model != "linear":
-            raise ConfigError("the analytic attack needs the linear model (model='linear')")
+        if self.model not in ("linear", "convnet"):
+            raise ConfigError(f"the leakage study attacks model='linear' (analytic) or 'convnet' (gradient matching); got {self.model!r}")
+        if self.model == "convnet":
+            if self.examples_per_client not in (1, 2):
+                raise ConfigError("the ConvNet attack reconstructs 1-2 target examples: set examples_per_client to 1 or 2")
+            if int(self.attack_iterations) < 1:
+                raise ConfigError(f"attack_iterations must be >= 1, got {self.attack_iterations}")
         if not self.ms or any(int(m) < 2 for m in self.ms):
             raise ConfigError(f"clients per round must all be >= 2 (a secure aggregation needs two); got {list(self.ms)}")
         if max(self.ms) > self.num_clients - 1:
@@ -108,8 +119,17 @@ class LeakageUnit:
     trial: int
 
     def key(self, cfg: LeakageConfig) -> str:
-        blob = json.dumps({"cfg": asdict(cfg), "unit": asdict(self)}, sort_keys=True, default=list)
+        blob = json.dumps({"cfg": _config_dict(cfg), "unit": asdict(self)}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _config_dict(cfg: LeakageConfig) -> dict[str, Any]:
+    """The config as saved keys see it; the linear study's keys are those it had before the ConvNet
+    attack's options existed, so its saved runs still resume."""
+    d = asdict(cfg)
+    if cfg.model == "linear":
+        d.pop("attack_iterations")
+    return d
 
 
 def units(cfg: LeakageConfig) -> list[LeakageUnit]:
@@ -131,7 +151,7 @@ _SETUPS: dict[str, _Setup] = {}
 
 
 def _setup(cfg: LeakageConfig) -> _Setup:
-    key = json.dumps(asdict(cfg), sort_keys=True, default=list)
+    key = json.dumps(_config_dict(cfg), sort_keys=True, default=list)
     if key in _SETUPS:
         return _SETUPS[key]
     pooled = load_pooled(cfg.dataset, seed=cfg.seed)
@@ -147,6 +167,9 @@ def _setup(cfg: LeakageConfig) -> _Setup:
         raise ConfigError(f"target {target} is not a client (0..{data.num_clients - 1})")
     model = make_model(cfg.model, data.input_shape, data.num_classes)
     w = model.init_vector(cfg.seed).to(torch.float32)
+    if cfg.model == "convnet":
+        model.to(cfg.device)
+        w = w.to(cfg.device)
     tx, ty = data.client(target)
     shape = tuple(int(s) for s in data.input_shape[-2:])
     s = _Setup(data, model, w, target, tx.reshape(len(tx), -1).double().numpy(), ty.numpy(), shape)  # type: ignore[arg-type]
@@ -187,13 +210,25 @@ def _views(cfg: LeakageConfig, st: _Setup, name: str, clients: np.ndarray, seed:
     return lk.view_from_output(0, st.w, out, updates, clients.tolist())
 
 
-def _best(cfg: LeakageConfig, view: lk.ServerView, st: _Setup) -> list[tuple[lk.Revealed, lk.Score]]:
-    k = st.model.k
-    d_in = st.model.d_in
+def _attack(cfg: LeakageConfig, view: lk.ServerView, r: lk.Revealed, st: _Setup) -> lk.Reconstruction:
+    """The study's attack on one revealed quantity: it reads ``r.vector``, the broadcast model and the
+    public hyperparameters, never ``r.weights`` (the auditor's) nor the target's data."""
+    if cfg.model == "convnet":
+        return lk.invert_gradients(r.vector, view.broadcast, st.model, tuple(st.data.input_shape), lr=cfg.lr,
+                                   steps=cfg.local_steps, num_images=int(cfg.examples_per_client or 1),
+                                   iterations=int(cfg.attack_iterations), seed=cfg.seed, device=cfg.device)
+    return lk.invert_linear(r.vector, st.model.k, st.model.d_in, lr=cfg.lr, batch_size=cfg.batch_size,
+                            steps=cfg.local_steps)
+
+
+def _best(cfg: LeakageConfig, view: lk.ServerView, st: _Setup, only: int | None = None) -> list[tuple[lk.Revealed, lk.Score]]:
+    """Attack every revealed quantity (``only``: skip plaintext updates that are not that client's,
+    the rows :func:`run_unit` drops anyway, which the costly ConvNet attack need not run on)."""
     out = []
     for r in view.revealed:
-        rec = lk.invert_linear(r.vector, k, d_in, lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.local_steps)
-        out.append((r, lk.score(rec, st.target_x, st.target_y, st.image_shape)))
+        if only is not None and r.kind == "update" and r.weight_of(only) == 0.0:
+            continue
+        out.append((r, lk.score(_attack(cfg, view, r, st), st.target_x, st.target_y, st.image_shape)))
     return out
 
 
@@ -219,7 +254,8 @@ def run_unit(cfg: LeakageConfig, unit: LeakageUnit) -> list[dict[str, Any]]:
     cal_ssim = max(s.ssim for _, s in cal)
     cal_recall = max(s.label_recall for _, s in cal)
     rows = []
-    for r, s in _best(cfg, _views(cfg, st, unit.aggregator, with_t, seed), st):
+    only = st.target if cfg.model == "convnet" else None
+    for r, s in _best(cfg, _views(cfg, st, unit.aggregator, with_t, seed), st, only):
         w_t = r.weight_of(st.target)
         if r.kind == "update" and w_t == 0.0:
             continue  # another client's plaintext update: not the target's
@@ -245,8 +281,7 @@ def gallery(cfg: LeakageConfig, picks: Sequence[tuple[str, int]], *, trial: int 
         with_t, _, seed = _rounds(cfg, st, m, trial)
         view = _views(cfg, st, name, with_t, seed)
         r = max(view.revealed, key=lambda q: q.weight_of(st.target))
-        cand = lk.invert_linear(r.vector, st.model.k, st.model.d_in, lr=cfg.lr, batch_size=cfg.batch_size,
-                                steps=cfg.local_steps).candidates()
+        cand = _attack(cfg, view, r, st).candidates()
         best = (-np.inf, cand[0], st.target_x[0])
         for c in cand:
             for x in st.target_x:
