@@ -138,6 +138,22 @@ def readme_python_blocks() -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
+@pytest.mark.xdist_group("ray")  # beside the Ray executor's tests: one Ray instance at a time per machine
+def test_readme_ray_block_runs() -> None:
+    """The README's Ray block, run after the Python block as a reader would (it reuses its ``inputs``):
+    the sum over U3 equals the plaintext sum and no client task failed."""
+    pytest.importorskip("ray")
+    import numpy as np
+
+    first, ray_block = readme_python_blocks()
+    ns: dict = {}
+    exec(compile(first, "README.md", "exec"), ns)  # noqa: S102 - the README's own code
+    exec(compile(ray_block, "README.md", "exec"), ns)  # noqa: S102
+    res, inputs = ns["res"], ns["inputs"]
+    assert res.failures == {}
+    assert (res.sum == np.asarray(inputs)[list(res.included)].sum(0) % 2**32).all()
+
+
 def test_readme_python_block_runs() -> None:
     """The README's Python example runs as printed, and its claims hold: its own asserts, finite outputs,
     and the comment that the smoothed Weiszfeld median is ~ the exact geometric median. Tolerances, with
@@ -147,7 +163,7 @@ def test_readme_python_block_runs() -> None:
     median is <= 1e-3 of the mean's (measured 0.016 vs 934: the 30% outliers drag the mean, not the
     median)."""
     blocks = readme_python_blocks()
-    assert len(blocks) == 1
+    assert len(blocks) == 2  # the Python API block, then the Ray block (test_readme_ray_block_runs)
     ns: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), ns)  # noqa: S102 - the README's own code
     import math

@@ -112,6 +112,8 @@ def _params() -> list:  # noqa: ANN202
     out = []
     for cmd in CASES:
         marks = [pytest.mark.slow] if cmd.startswith(("rfa ", "python -m bench")) else []
+        if "--executor ray" in cmd:
+            marks.append(pytest.mark.xdist_group("ray"))  # one Ray instance at a time, beside test_ray_executor
         if cmd in KNOWN_BROKEN:
             marks.append(pytest.mark.xfail(reason=KNOWN_BROKEN[cmd], strict=True))
         out.append(pytest.param(cmd, marks=marks, id=cmd.split(" --")[0] + f"[{len(out)}]"))

@@ -290,8 +290,9 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
-def _coerce(name: str, value: Any, ann: Any) -> Any:
-    """``value`` converted to annotation ``ann`` (int, float, bool, str, X | None, Literal, unions)."""
+def _coerce(name: str, value: Any, ann: Any, finite: bool = True) -> Any:
+    """``value`` converted to annotation ``ann`` (int, float, bool, str, X | None, Literal, unions);
+    ``finite=False`` lets a float be ``inf``/``nan`` (an attack's magnitude may legitimately be one)."""
     if ann is inspect.Parameter.empty or ann is Any:
         if isinstance(value, str):
             try:
@@ -309,7 +310,7 @@ def _coerce(name: str, value: Any, ann: Any) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(name, value, a)
+                return _coerce(name, value, a, finite)
             except UsageError as exc:
                 errors.append(str(exc))
         raise UsageError(errors[0] if len(errors) == 1 else f"{name}: {value!r} fits none of {ann}")
@@ -328,7 +329,7 @@ def _coerce(name: str, value: Any, ann: Any) -> Any:
     if ann is int:
         return check_int(name, value, lo=None)
     if ann is float:
-        return check_finite(name, value)
+        return check_finite(name, value) if finite else _num(name, value)
     if ann is str:
         if not isinstance(value, str):
             raise UsageError(f"{name} must be a string, got {value!r}")
@@ -336,12 +337,14 @@ def _coerce(name: str, value: Any, ann: Any) -> Any:
     return value  # an annotation we do not interpret (a class, a container): pass through
 
 
-def bind_params(params: Mapping[str, Any], target: Callable[..., Any], *, what: str) -> dict[str, Any]:
+def bind_params(params: Mapping[str, Any], target: Callable[..., Any], *, what: str,
+                finite: bool = True) -> dict[str, Any]:
     """Check ``params`` against the constructor (or function) signature of ``target`` and coerce each
     value to its annotated type. ``what`` names the target in errors (``"aggregator 'rfa'"``).
 
     An unknown name raises :class:`UsageError` listing the accepted names (``(none)`` when it takes no
-    parameters); a value that does not fit its type raises one naming the parameter."""
+    parameters); a value that does not fit its type raises one naming the parameter. ``finite=False``
+    accepts ``inf``/``nan`` for float parameters (corruptions: an attacker of infinite magnitude)."""
     accepted = accepted_params(target)
     if accepted is None:
         return dict(params)
@@ -350,7 +353,7 @@ def bind_params(params: Mapping[str, Any], target: Callable[..., Any], *, what: 
         names = ", ".join(accepted) if accepted else "(none)"
         raise UsageError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for {what}; "
                          f"accepted: {names}")
-    return {k: _coerce(f"{what} parameter {k}", v, accepted[k]) for k, v in params.items()}
+    return {k: _coerce(f"{what} parameter {k}", v, accepted[k], finite) for k, v in params.items()}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -803,16 +806,33 @@ def run_parallel(fn: Callable[[Any], Any], items: Sequence[Any], *, jobs: int,
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=mp.get_context(start_method),
                                initializer=_worker_start, initargs=(initializer, tuple(initargs)))
     finished = False
+    # While waiting, a signal only *records* itself; it is raised (as Interrupted) right after ``wait``
+    # returns. A handler that raises inside ``wait`` can fire in the middle of threading.Condition's own
+    # code and leave its lock broken ("release unlocked lock" instead of a clean stop).
+    import threading
+
+    caught: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in watched:
+            previous[sig] = signal.signal(sig, lambda signum, _frame: caught.append(signum))
     try:
         pending = {pool.submit(fn, item): i for i, item in enumerate(items)}
         while pending:
             # a short timeout keeps the main thread returning to Python, so signals are handled promptly
             done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            if caught:
+                raise Interrupted(caught[0])
             for fut in done:
                 i = pending.pop(fut)
                 yield i, fut.result()
+                if caught:
+                    raise Interrupted(caught[0])
         finished = True
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if finished:
             pool.shutdown(wait=True)
         else:

@@ -199,7 +199,7 @@ def bind_aggregator_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def bind_corruption_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     target = corruption_target(name)
-    return params if target is None else jobs.bind_params(params, target, what=f"corruption {name!r}")
+    return params if target is None else jobs.bind_params(params, target, what=f"corruption {name!r}", finite=False)
 
 
 def bind_oracle_params(oracle: str, params: dict[str, Any]) -> dict[str, Any]:
