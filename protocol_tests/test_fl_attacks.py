@@ -1,4 +1,4 @@
-"""Corruption models (seed 002 V-A, seed 004 backdoors, seed 003 CGA, seed 001 IPM, ALIE)."""
+"""Corruption models (the RFA paper's Section V-A, the RLR paper's backdoors, the counter-gradient attack, Shen, Li and Zheng's IPM, ALIE)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_data_poisoning_changes_only_corrupted_clients_and_never_test():
         xa, ya = data.client(i)
         xb, yb = neg.client(i)
         if mask[i]:
-            torch.testing.assert_close(xb, 1.0 - xa)  # image negation, labels unchanged (seed 002 V-A(a))
+            torch.testing.assert_close(xb, 1.0 - xa)  # image negation, labels unchanged (the RFA paper's Section V-A(a))
         else:
             assert torch.equal(xb, xa)
         assert torch.equal(ya, yb)

@@ -1,4 +1,4 @@
-"""The federated loop (seed 002 Algorithm 1 / 4) end to end on tiny data.
+"""The federated loop (the RFA paper's Algorithm 1 / 4) end to end on tiny data.
 
 Deterministic tests (every run seeded); the only statistical claim (personalization) states its
 margin in its docstring.
@@ -131,7 +131,7 @@ def test_every_aggregator_with_secure_oracles(image_data, aggregator, oracle):
 
 @pytest.mark.parametrize("aggregator", ["fedavg", "rfa", "coordinate-median"])
 def test_text_reversal_with_lstm(text_data, aggregator):
-    """Text data, character LSTM, text-reversal poisoning (seed 002 V-A(a), Shakespeare)."""
+    """Text data, character LSTM, text-reversal poisoning (the RFA paper's Section V-A(a), Shakespeare)."""
     cfg = _cfg(dataset="toy-text", model="lstm", model_params={"hidden": 8}, aggregator=aggregator,
                corruption="text-reversal", rho=0.3, clients_per_round=4, num_clients=6, batch_size=4)
     res = run(cfg, data=text_data)
@@ -154,7 +154,7 @@ def test_modular_run_bit_identical_to_faithful(image_data):
 
 
 def test_omniscient_drives_fedavg_to_negated_mean(image_data):
-    """seed 002 V-A(c): with every client sampled (so corrupted ones are in every round), FedAvg's
+    """the RFA paper's Section V-A(c): with every client sampled (so corrupted ones are in every round), FedAvg's
     aggregate under omniscient corruption is exactly the negation of the clean aggregate (same seed,
     same local training): w1 - w0 = -(w1_clean - w0), up to float32 rounding of the updates."""
     cfg = _cfg(aggregator="fedavg", rounds=1, clients_per_round=8, server_lr=1.0)

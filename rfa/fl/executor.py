@@ -89,7 +89,7 @@ def _indices(task: LocalTask, rows: np.ndarray, max_steps: int) -> torch.Tensor:
 
 
 def local_sgd(task: LocalTask, rows: np.ndarray | None = None) -> torch.Tensor:
-    """Run eq. (2) of seed 002 with stochastic gradients for the clients ``rows`` of ``task``
+    """Run eq. (2) of the RFA paper with stochastic gradients for the clients ``rows`` of ``task``
     (all by default): ``w_{i,k+1} = w_{i,k} - gamma * grad f(w_{i,k}; z_{i,k})`` for
     ``k < tau_i``. Returns the final local models ``(len(rows), d)``."""
     rows = np.arange(len(task.clients)) if rows is None else np.asarray(rows)

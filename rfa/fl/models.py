@@ -1,15 +1,15 @@
-"""Models of seed 002 Section V-A with flat parameter vectors and a batched (many-clients) forward.
+"""Models of the RFA paper's Section V-A with flat parameter vectors and a batched (many-clients) forward.
 
 The federated loop keeps the server model as one flat vector ``w`` in R^d (what the secure average
 oracle aggregates); local training of the ``m`` sampled clients runs on a stacked ``(m, d)`` matrix
 so that all clients take their SGD step together:
 
-* :class:`LinearModel` -- multinomial logistic regression ``phi(x; w) = W x + b`` (seed 002 V-A(a),
+* :class:`LinearModel` -- multinomial logistic regression ``phi(x; w) = W x + b`` (the RFA paper's Section V-A(a),
   the EMNIST linear model) or least squares when ``num_classes is None``; the batched forward is one
   ``torch.baddbmm`` over the clients;
 * :class:`ConvNet` -- two 5x5 (3x3 for small images) convolutions + max-pooling + two linear layers
   (the LEAF/FedAvg CNN shape, scaled down);
-* :class:`CharLSTM` -- 8-dim character embedding, LSTM, linear read-out of the last state (seed 002
+* :class:`CharLSTM` -- 8-dim character embedding, LSTM, linear read-out of the last state (the RFA paper
   V-A(b), LEAF Shakespeare model, smaller by default).
 
 Non-linear models are batched over clients with ``torch.func.vmap`` of ``functional_call``.
@@ -117,7 +117,7 @@ class _Linear(nn.Module):
 
 class LinearModel(FlatModel):
     """Multinomial logistic regression ``softmax(W x + b)`` (``num_classes`` outputs) or, with
-    ``num_classes=None``, least squares ``w^T x`` (seed 002 eq. 8). Initialised at zero."""
+    ``num_classes=None``, least squares ``w^T x`` (the RFA paper eq. 8). Initialised at zero."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int | None) -> None:
         self.d_in = int(math.prod(input_shape))

@@ -1,4 +1,4 @@
-"""Personalized RFA (seed 002 Algorithm 4): shared parameters ``w`` plus on-device ``u_i``.
+"""Personalized RFA (the RFA paper's Algorithm 4): shared parameters ``w`` plus on-device ``u_i``.
 
 Predictions on device ``i`` use ``w + u_i``. Each selected device, starting from the broadcast
 ``w^(t)`` and its stored ``u_i^(t)``:
