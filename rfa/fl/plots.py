@@ -237,6 +237,18 @@ def _kib(b: float) -> str:
     return f"{b / 1024:.1f} KiB" if b >= 1024 else f"{b:.0f} B"
 
 
+def _worst_at(rows_of_one: list[dict[str, Any]], rho: float) -> float:
+    """Accuracy (%) of one aggregator at ``rho`` under its worst corruption (mean over seeds); over every
+    row when none is at ``rho``."""
+    at = defaultdict(list)
+    for r in rows_of_one:
+        if float(r["rho"]) == rho:
+            at[r["corruption"]].append(100 * float(r["accuracy"]))
+    if not at:
+        at["none"] = [100 * float(r["accuracy"]) for r in rows_of_one]
+    return min(float(np.mean(v)) for v in at.values())
+
+
 def privacy_vs_robustness_figure(rows: list[dict[str, Any]], title: str = "", meta: dict[str, Any] | None = None):
     """The figure of :func:`plot_privacy_vs_robustness` (returned open)."""
     aggs = list(dict.fromkeys(r["aggregator"] for r in rows))
@@ -246,13 +258,7 @@ def privacy_vs_robustness_figure(rows: list[dict[str, Any]], title: str = "", me
     fig, ax = plt.subplots(figsize=(7.2, 4.6 + 0.2 * len(aggs)))  # room for a one-column legend
     for a in aggs:
         ra = [r for r in rows if r["aggregator"] == a]
-        at_max = defaultdict(list)
-        for r in ra:
-            if float(r["rho"]) == rmax:
-                at_max[r["corruption"]].append(100 * float(r["accuracy"]))
-        if not at_max:
-            at_max["none"] = [100 * float(r["accuracy"]) for r in ra]
-        worst = min(float(np.mean(v)) for v in at_max.values())
+        worst = _worst_at(ra, rmax)
         up = float(np.mean([float(r.get("bytes_up_per_client_per_round") or r["bytes_per_client_per_round"]) for r in ra]))
         down = float(np.mean([float(r.get("bytes_down_per_client_per_round") or 0.0) for r in ra]))
         secure = secure_of[a]
@@ -295,13 +301,7 @@ def leakage_vs_robustness_figure(rows: list[dict[str, Any]], leakage: dict[str, 
     fig, ax = plt.subplots(figsize=(7.2, 4.6 + 0.2 * len(aggs)))
     for a in aggs:
         ra = [r for r in rows if r["aggregator"] == a]
-        at_max = defaultdict(list)
-        for r in ra:
-            if float(r["rho"]) == rmax:
-                at_max[r["corruption"]].append(100 * float(r["accuracy"]))
-        if not at_max:
-            at_max["none"] = [100 * float(r["accuracy"]) for r in ra]
-        worst = min(float(np.mean(v)) for v in at_max.values())
+        worst = _worst_at(ra, rmax)
         lk = leakage[a]
         secure = secure_of[a]
         ax.scatter([lk["leakage"]], [worst], s=80, marker=st[a]["marker"], edgecolors=st[a]["color"],
