@@ -8,30 +8,19 @@ is applied by :func:`rfa.jobs.parse_args` for every command that has that flag.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from rfa import jobs
+from secagg import cli as secagg_cli
 
 COMMANDS = ("compare", "train", "leakage", "robustness")
 
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     """The ``rfa`` parser with one subcommand per ``rfa.commands.<name>`` module in ``commands``."""
-    parser = jobs.OneLineErrorParser(prog="rfa", description="Robust federated aggregation over secure aggregation.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in commands:
-        try:
-            mod = importlib.import_module(f"rfa.commands.{name}")
-        except ModuleNotFoundError as exc:  # a command not built yet in this checkout
-            if exc.name != f"rfa.commands.{name}":
-                raise
-            continue
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
-    return parser
+    return secagg_cli.build_parser("rfa", "rfa.commands", commands, "Robust federated aggregation over secure aggregation.",
+                                   parser_class=jobs.OneLineErrorParser)
 
 
 def main(argv: list[str] | None = None) -> int:

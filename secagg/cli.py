@@ -26,9 +26,11 @@ def seed_arg(text: str) -> int:
     return value
 
 
-def build_parser(prog: str, package: str, commands: Sequence[str], description: str) -> argparse.ArgumentParser:
-    """An argparse parser with one subcommand per ``{package}.{name}`` module in ``commands``."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+def build_parser(prog: str, package: str, commands: Sequence[str], description: str, *,
+                 parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """An argparse parser (of ``parser_class``, its subcommands too) with one subcommand per
+    ``{package}.{name}`` module in ``commands``."""
+    parser = parser_class(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in commands:
         try:
