@@ -60,18 +60,15 @@ def _hwm_mib() -> float:
 _END = None
 
 
-def _server_child(conn, kwargs: dict[str, Any], graph_spec: tuple) -> None:  # noqa: ANN001
-    from secagg.graph import Graph
+def _server_child(conn, params: Any, pki: dict[int, bytes]) -> None:  # noqa: ANN001
     from secagg.server import Server
 
     import tracemalloc
 
-    n, k, complete, labels = graph_spec
-    kwargs = dict(kwargs, graph=Graph(n, k, complete, labels))
     base_rss = _rss_mib()
     base_max = _hwm_mib()
     tracemalloc.start()
-    srv = Server(**kwargs)
+    srv = Server(params, pki=pki)
     while True:
         cmd = conn.recv()
         if cmd == "stop":
@@ -101,13 +98,10 @@ def _server_child(conn, kwargs: dict[str, Any], graph_spec: tuple) -> None:  # n
 class _ServerProxy:
     """Looks like a Server to the transport; the real one runs in a child process."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, params: Any, *, pki: dict[int, bytes] | None = None) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        g = kwargs["graph"]
-        spec = (g.n, g.k, g.is_complete, tuple(g._label))
-        kw = {k: v for k, v in kwargs.items() if k != "graph"}
-        self._proc = ctx.Process(target=_server_child, args=(child, kw, spec), daemon=True)
+        self._proc = ctx.Process(target=_server_child, args=(child, params, dict(pki or {})), daemon=True)
         # glibc: serve every allocation >= 128 KiB by mmap (no dynamic threshold), so buffers the pipe
         # transport frees go back to the OS instead of fragmenting the heap (RSS then tracks live memory)
         old = os.environ.get("MALLOC_MMAP_THRESHOLD_")
@@ -170,8 +164,8 @@ def server_memory(n: int, d: int, graph: str = "secagg+", p_drop: float = 0.1, s
     drops = {int(u): "masked-input" for u in np.random.default_rng(seed + 1).choice(n, size=nd, replace=False)} if nd else None
     holder: dict[str, _ServerProxy] = {}
 
-    def factory(**kw: Any) -> _ServerProxy:
-        holder["s"] = _ServerProxy(**kw)
+    def factory(params: Any, **kw: Any) -> _ServerProxy:
+        holder["s"] = _ServerProxy(params, **kw)
         return holder["s"]
 
     t0 = time.perf_counter()
@@ -266,8 +260,8 @@ def executor_round(n: int, d: int, executor: str = "local", seed: int = 0, serve
     x = np.broadcast_to(row, (n, d))
     holder: dict[str, _ServerProxy] = {}
 
-    def factory(**kw: Any) -> _ServerProxy:
-        holder["s"] = _ServerProxy(**kw)
+    def factory(params: Any, **kw: Any) -> _ServerProxy:
+        holder["s"] = _ServerProxy(params, **kw)
         return holder["s"]
 
     if executor == "ray":

@@ -144,32 +144,49 @@ class Client:
         self,
         id: int,
         x: np.ndarray,
+        params=None,  # noqa: ANN001 - secagg.protocol.SessionParams
         *,
-        modulus: int,
-        threshold: int,
-        graph,  # noqa: ANN001 - secagg.graph.Graph
-        variant: str,
-        session: bytes,
         drbg: Drbg,
         pki: Mapping[int, bytes] | None = None,
         signing_key: keys.SigningKey | None = None,
-        min_survivors: int | None = None,
-        commit_self_mask: bool = False,
+        **keywords: object,
     ) -> None:
+        """``Client(u, x_u, params, drbg=..., pki=..., signing_key=...)`` with the session's
+        :class:`~secagg.protocol.SessionParams`, or the keyword form ``Client(u, x_u, modulus=,
+        threshold=, graph=, variant=, session=, drbg=[, min_survivors=, commit_self_mask=])`` for an
+        explicit graph (built with :meth:`~secagg.protocol.SessionParams.for_graph`)."""
+        from secagg.protocol import SessionParams
+        from secagg.server import _keyword_params
+
+        if params is None:
+            kw = dict(keywords)
+            if "commit_self_mask" in kw:
+                kw["commit_self_masks"] = kw.pop("commit_self_mask")
+            graph = kw.get("graph")
+            if graph is not None and hasattr(graph, "n"):
+                kw.setdefault("n", graph.n)
+            kw.setdefault("dim", int(np.asarray(x).shape[0]))
+            params = _keyword_params(SessionParams, kw, "Client", ("n", "dim", "modulus", "threshold", "graph", "variant", "session"),
+                                     {"min_survivors", "commit_self_masks"})
+        elif keywords:
+            raise InvalidInput(f"Client: pass either params or keywords, not both ({sorted(keywords)})")
+        self.params = params
         self.id = int(id)
-        self.commit_self_mask = bool(commit_self_mask)
-        self.modulus = int(modulus)
-        self.threshold = int(threshold)
-        self.graph = graph
-        self.variant = variant
-        self.active = variant == "active"
-        self.session = bytes(session)
+        self.commit_self_mask = params.commit_self_masks
+        self.modulus = params.modulus
+        self.threshold = params.threshold
+        graph = self.graph = params.graph
+        self.variant = variant = params.variant.value
+        self.active = self.variant == "active"
+        self.session = params.session
         self.dim = int(x.shape[0])
+        if self.dim != params.dim:
+            raise InvalidInput(f"Client {id}: input has {self.dim} elements, the session's dimension is {params.dim}")
         self._x = x
         self._drbg = drbg
         self._pki = dict(pki or {})
         self._signing_key = signing_key
-        self.min_survivors = self.threshold if min_survivors is None else int(min_survivors)
+        self.min_survivors = params.min_survivors
         self._neighbourhood = graph.closed_neighbourhood(self.id)
         self.expected_round: Round | None = Round.ADVERTISE_KEYS
         self.aborted: SecAggError | None = None

@@ -350,23 +350,10 @@ def _run_params(params, *, cache: bool = True) -> ModelRun:  # noqa: ANN001 - Se
 def _graph_params(n: int, d: int, modulus: int, graph, threshold, variant: str, dropouts,  # noqa: ANN001
                   dropout_fraction: float | None = None, min_survivors: int | None = None):  # noqa: ANN202
     """SessionParams for an explicit :class:`~secagg.graph.Graph` (the caller's graph and threshold)."""
-    import types
+    from secagg.protocol import SessionParams
 
-    from secagg import rules
-    from secagg.protocol import SessionParams, _schedule, _variant
-
-    if graph.n != n:
-        raise InvalidInput(f"graph has {graph.n} nodes, expected {n}")
-    if threshold is None:
-        raise InvalidInput("an explicit Graph needs an explicit threshold")
-    t = rules.check_threshold_value(threshold, graph.holders_per_client)
-    var = _variant(variant)
-    rules.check_active_threshold(graph.holders_per_client, t, var)
-    sparse = not graph.is_complete
-    delta = (rules.DEFAULT_DROPOUT_FRACTION if dropout_fraction is None else dropout_fraction) if sparse else dropout_fraction
-    ms = rules.min_survivors_for(n, t, sparse=sparse, delta=delta, min_survivors=min_survivors)
-    return SessionParams(n, d, modulus, t, graph, "complete" if graph.is_complete else "secagg+", var, b"",
-                         types.MappingProxyType(_schedule(dropouts, n)), ms, delta, None, "bonawitz", None)
+    return SessionParams.for_graph(n, d, modulus, graph, threshold, variant=variant, dropouts=dropouts,
+                                   dropout_fraction=dropout_fraction, min_survivors=min_survivors)
 
 
 def simulate_run(

@@ -363,9 +363,64 @@ class SessionParams:
         kw.update(overrides)
         return cls.create(n, dim, modulus, **kw)
 
+    @classmethod
+    def for_graph(
+        cls,
+        n: int,
+        dim: int,
+        modulus: int,
+        graph: Graph,
+        threshold: int | None,
+        *,
+        variant: str | Variant = "honest-but-curious",
+        dropouts: Mapping[int, object] | None = None,
+        dropout_fraction: float | None = None,
+        min_survivors: int | None = None,
+        session: bytes = b"",
+        commit_self_masks: bool = False,
+    ) -> "SessionParams":
+        """Parameters for an explicit :class:`~secagg.graph.Graph` and threshold (the caller's; nothing is
+        derived from a seed): what :func:`secagg.cost.simulate_run` and the keyword constructors of
+        :class:`~secagg.server.Server` and :class:`~secagg.client.Client` use. The same checks as
+        :meth:`create`: ``t >= 2``, ``2t > h`` in the active variant, the survivor bound of
+        :func:`secagg.rules.min_survivors_for` (SecAgg+: ``ceil((1 - delta) n)``, ``delta`` defaulting to
+        0.05; the complete graph: t unless ``dropout_fraction`` is given)."""
+        if not isinstance(graph, Graph):
+            raise InvalidInput(f"graph must be a secagg.graph.Graph here, got {type(graph).__name__}")
+        if graph.n != n:
+            raise InvalidInput(f"graph has {graph.n} nodes, expected {n}")
+        if threshold is None:
+            raise InvalidInput("an explicit Graph needs an explicit threshold")
+        if not isinstance(commit_self_masks, bool):
+            raise InvalidInput(f"commit_self_masks must be a bool, got {commit_self_masks!r}")
+        t = rules.check_threshold_value(threshold, graph.holders_per_client)
+        var = _variant(variant)
+        rules.check_active_threshold(graph.holders_per_client, t, var)
+        sparse = not graph.is_complete
+        delta = None if dropout_fraction is None else _fraction(dropout_fraction, "dropout_fraction")
+        if sparse and delta is None:
+            delta = rules.DEFAULT_DROPOUT_FRACTION
+        ms = rules.min_survivors_for(n, t, sparse=sparse, delta=delta, min_survivors=min_survivors)
+        return cls(n, dim, modulus, t, graph, "complete" if graph.is_complete else "secagg+", var, bytes(session),
+                   types.MappingProxyType(_schedule(dropouts, n)), ms, delta, None, "bonawitz", None, commit_self_masks)
+
+    def __reduce__(self):  # noqa: ANN204 - the read-only schedule view does not pickle; its dict does
+        """Pickles without ``root`` (the seed's DRBG, used only to build the clients' keys before they
+        are shipped; it holds an AES context), so parties in worker processes or Ray actors get it."""
+        state = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        state["schedule"] = dict(self.schedule)
+        state["root"] = None
+        return (_unpickle_params, (state,))
+
     def guarantee(self, u3: frozenset[int]) -> Guarantee:
         """What a completed session with survivors ``u3`` guarantees (:class:`secagg.rules.Guarantee`)."""
         return Guarantee(len(u3), self.min_survivors, True, self.delta, self.gamma, self.threshold)
+
+
+def _unpickle_params(state: dict) -> SessionParams:
+    state = dict(state)
+    state["schedule"] = types.MappingProxyType(state["schedule"])
+    return SessionParams(**state)
 
 
 def parse_drop_spec(spec: str) -> tuple[int, str]:
@@ -612,27 +667,15 @@ def _bonawitz_clients(params: SessionParams, vecs: list[np.ndarray]) -> tuple[di
     active = params.variant is Variant.ACTIVE
     signing = [SigningKey.generate(drbgs[u].child(b"signing-key")) for u in range(n)] if active else None
     pki: dict[int, bytes] = {u: signing[u].public_bytes for u in range(n)} if signing else {}
-    clients = {
-        u: Client(u, vecs[u], modulus=params.modulus, threshold=params.threshold, graph=params.graph,
-                  variant=params.variant.value, session=params.session, drbg=drbgs[u], pki=pki,
-                  signing_key=signing[u] if signing else None, min_survivors=params.min_survivors,
-                  commit_self_mask=params.commit_self_masks)
-        for u in range(n)
-    }
+    clients = {u: Client(u, vecs[u], params, drbg=drbgs[u], pki=pki, signing_key=signing[u] if signing else None)
+               for u in range(n)}
     return clients, pki
 
 
 def _bonawitz_server(params: SessionParams, pki: dict[int, bytes], server_class: object) -> object:
     from secagg.server import Server
 
-    cls = server_class or Server
-    kw = dict(n=params.n, dim=params.dim, modulus=params.modulus, threshold=params.threshold, graph=params.graph,
-              variant=params.variant.value, session=params.session, pki=pki)
-    if params.min_survivors != params.threshold:
-        kw["min_survivors"] = params.min_survivors
-    if params.commit_self_masks:
-        kw["commit_self_masks"] = True
-    return cls(**kw)  # type: ignore[operator]
+    return (server_class or Server)(params, pki=pki)  # type: ignore[operator]
 
 
 def _plaintext_clients(params: SessionParams, vecs: list[np.ndarray]) -> tuple[dict[int, object], dict[int, bytes]]:

@@ -114,30 +114,35 @@ class Server:
 
     def __init__(
         self,
+        params=None,  # noqa: ANN001 - secagg.protocol.SessionParams
         *,
-        n: int,
-        dim: int,
-        modulus: int,
-        threshold: int,
-        graph,  # noqa: ANN001 - secagg.graph.Graph
-        variant: str,
-        session: bytes,
         pki: Mapping[int, bytes] | None = None,
-        min_survivors: int | None = None,
-        commit_self_masks: bool = False,
+        **keywords: object,
     ) -> None:
-        self.n = int(n)
-        self.commit_self_masks = bool(commit_self_masks)
+        """``Server(params, pki=...)`` with the session's :class:`~secagg.protocol.SessionParams`, or the
+        keyword form ``Server(n=, dim=, modulus=, threshold=, graph=, variant=, session=[, min_survivors=,
+        commit_self_masks=])`` for an explicit graph (built with
+        :meth:`~secagg.protocol.SessionParams.for_graph`, so the same checks and survivor bound apply)."""
+        from secagg.protocol import SessionParams
+
+        if params is None:
+            params = _keyword_params(SessionParams, keywords, "Server", ("n", "dim", "modulus", "threshold", "graph", "variant", "session"),
+                                     {"min_survivors", "commit_self_masks"})
+        elif keywords:
+            raise InvalidInput(f"Server: pass either params or keywords, not both ({sorted(keywords)})")
+        self.params = params
+        self.n = params.n
+        self.commit_self_masks = params.commit_self_masks
         self._commitments: dict[int, bytes] = {}
-        self.dim = int(dim)
-        self.modulus = int(modulus)
-        self.threshold = int(threshold)
-        self.graph = graph
-        self.variant = variant
-        self.active = variant == "active"
-        self.session = bytes(session)
+        self.dim = params.dim
+        self.modulus = params.modulus
+        self.threshold = params.threshold
+        self.graph = params.graph
+        self.variant = params.variant.value
+        self.active = params.variant is Variant.ACTIVE
+        self.session = params.session
         self.pki = dict(pki or {})
-        self.min_survivors = self.threshold if min_survivors is None else int(min_survivors)
+        self.min_survivors = params.min_survivors
         self.expected_round: Round | None = Round.ADVERTISE_KEYS
         self.sets: dict[str, frozenset[int]] = {}
         self.rejected: dict[int, SecAggError] = {}
@@ -497,3 +502,18 @@ class Server:
             raise self._abort("unmasking", f"reconstruction failed: {exc}") from None
         self._acc = None
         return acc
+
+
+def _keyword_params(cls, keywords: dict, who: str, required: tuple[str, ...], optional: set[str]):  # noqa: ANN001, ANN202
+    """The keyword form of a party's constructor -> SessionParams.for_graph (InvalidInput on unknown or missing names)."""
+    unknown = set(keywords) - set(required) - optional
+    if unknown:
+        raise InvalidInput(f"{who}: unknown parameters {sorted(unknown)}; accepted: {sorted(set(required) | optional)}")
+    missing = [k for k in required if k not in keywords]
+    if missing:
+        raise InvalidInput(f"{who}: pass params (a SessionParams) or every one of {list(required)} (missing {missing})")
+    kw = dict(keywords)
+    n, dim, modulus, threshold, graph = (kw.pop(k) for k in ("n", "dim", "modulus", "threshold", "graph"))
+    return cls.for_graph(int(n), int(dim), int(modulus), graph, threshold, variant=kw.pop("variant"),
+                         session=bytes(kw.pop("session")), min_survivors=kw.pop("min_survivors", None),
+                         commit_self_masks=bool(kw.pop("commit_self_masks", False)))

@@ -129,6 +129,34 @@ def _plain_sum(inputs: list[np.ndarray], ids, modulus: int) -> np.ndarray:  # no
     return acc
 
 
+def _schedule(clients: object, dim: object, dropout_rate: float, variant: str, seed: object,
+              drops: list[str] | tuple[str, ...]) -> dict[int, str]:
+    """The checks every mode of ``secagg simulate`` shares (sizes, seed) and its dropout schedule: the
+    sampled ``--dropout-rate`` dropouts, then the explicit ``--drop ID:ROUND[:after]`` ones."""
+    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 2:
+        raise InvalidInput(f"--clients must be an int >= 2, got {clients!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise InvalidInput(f"--dim must be an int >= 1, got {dim!r}")
+    schedule = sample_dropouts(clients, dropout_rate, variant, _check_seed(seed))
+    for spec in drops or ():
+        u, rnd = _parse_drop(spec)
+        schedule[u] = rnd
+    return schedule
+
+
+def _modulus(modulus: int | None, modulus_bits: object) -> int:
+    if modulus is None:
+        if isinstance(modulus_bits, bool) or not isinstance(modulus_bits, int) or not 1 <= modulus_bits <= 64:
+            raise InvalidInput(f"--modulus-bits must be in [1, 64], got {modulus_bits!r}")
+        modulus = 1 << modulus_bits
+    return ring.check_modulus(modulus)
+
+
+def _aborted(exc: ProtocolAborted) -> dict[str, Any]:
+    """The ``aborted`` field of a report (both modes): the round, reason and aborting party."""
+    return {"round": exc.round, "reason": exc.reason, "party": exc.party}
+
+
 def simulate(
     *,
     clients: int = 10,
@@ -151,59 +179,46 @@ def simulate(
     """Run one session and return a JSON-friendly report (``ok``, ``matches_plaintext``, ``aborted``,
     ``sets``, ``timings``, ``bytes``, parameters). InvalidInput for bad parameters. ``workers > 1`` runs
     the clients in forked worker processes, ``executor="ray"`` in Ray actors (same report apart from timings)."""
+    from secagg.protocol import SessionParams
+
+    m = _modulus(modulus, modulus_bits)
+    schedule = _schedule(clients, dim, dropout_rate, variant, seed, drops)
+    params = SessionParams.create(clients, dim, m, threshold=threshold, graph=graph, variant=variant, dropouts=schedule,
+                                  seed=seed, neighbours=neighbours, dropout_fraction=_declared_delta(graph, dropout_rate),
+                                  protocol=protocol, commit_self_masks=commit_self_masks)
+    return simulate_session(params, seed, workers=workers, executor=executor, ray_address=ray_address)
+
+
+def simulate_session(params: Any, seed: int, *, workers: int = 1, executor: str = "local",
+                     ray_address: str | None = None) -> dict[str, Any]:
+    """:func:`simulate` for prepared :class:`~secagg.protocol.SessionParams` (``secagg simulate`` builds
+    them once with :meth:`~secagg.protocol.SessionParams.from_args`); ``seed`` draws the inputs."""
     from secagg.protocol import run_secure_aggregation
 
-    if modulus is None:
-        if isinstance(modulus_bits, bool) or not isinstance(modulus_bits, int) or not 1 <= modulus_bits <= 64:
-            raise InvalidInput(f"--modulus-bits must be in [1, 64], got {modulus_bits!r}")
-        modulus = 1 << modulus_bits
-    m = ring.check_modulus(modulus)
-    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 2:
-        raise InvalidInput(f"--clients must be an int >= 2, got {clients!r}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise InvalidInput(f"--dim must be an int >= 1, got {dim!r}")
-    schedule = sample_dropouts(clients, dropout_rate, variant, _check_seed(seed))
-    for spec in drops:
-        u, rnd = _parse_drop(spec)
-        schedule[u] = rnd
+    m, clients, dim = params.modulus, params.n, params.dim
     inputs = random_inputs(clients, dim, m, seed)
     report: dict[str, Any] = {
         "clients": clients,
         "dim": dim,
         "modulus": m,
         "bit_width": ring.bit_width(m),
-        "graph": graph,
-        "variant": variant,
-        "commit_self_masks": commit_self_masks,
+        "graph": params.graph_name,
+        "variant": params.variant.value,
+        "commit_self_masks": params.commit_self_masks,
         "seed": seed,
-        "dropouts": {str(u): r for u, r in sorted(schedule.items())},
+        "dropouts": {str(u): r for u, r in sorted(params.dropouts.items())},
     }
     try:
-        res = run_secure_aggregation(
-            inputs,
-            modulus=m,
-            threshold=threshold,
-            graph=graph,
-            variant=variant,
-            dropouts=schedule,
-            seed=seed,
-            neighbours=neighbours,
-            workers=workers,
-            dropout_fraction=_declared_delta(graph, dropout_rate),
-            protocol=protocol,
-            commit_self_masks=commit_self_masks,
-            executor=executor,
-            ray_address=ray_address,
-        )
+        res = run_secure_aggregation(inputs, modulus=m, params=params, workers=workers, executor=executor,
+                                     ray_address=ray_address)
     except ProtocolAborted as exc:
-        ledger = exc.ledger
         report.update(
             ok=False,
             matches_plaintext=None,
-            aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
+            aborted=_aborted(exc),
             sets={k: sorted(v) for k, v in exc.sets.items()},
             client_errors={str(u): f"{type(e).__name__}: {e}" for u, e in sorted(exc.client_errors.items())},
-            bytes=bytes_report(ledger),
+            bytes=bytes_report(exc.ledger),
         )
         return report
     expected = _plain_sum(inputs, res.included, m)
@@ -376,23 +391,14 @@ def _cluster(args: argparse.Namespace):  # noqa: ANN202 - context manager yieldi
 
 
 def _simulate(args: argparse.Namespace) -> dict[str, Any]:
-    return simulate(
-            clients=args.clients,
-            dim=args.dim,
-            modulus=args.modulus,
-            modulus_bits=args.modulus_bits,
-            threshold=args.threshold,
-            graph=args.graph,
-            neighbours=args.neighbours,
-            variant=args.variant,
-            dropout_rate=args.dropout_rate,
-            drops=args.drop,
-            seed=args.seed,
-            workers=args.workers,
-            protocol=args.protocol,
-            commit_self_masks=args.commit_self_masks,
-            executor=args.executor,
-        )
+    """The command line's session: its parameters built once from the flags (SessionParams.from_args)."""
+    from secagg.protocol import SessionParams
+
+    m = _modulus(args.modulus, args.modulus_bits)
+    schedule = _schedule(args.clients, args.dim, args.dropout_rate, args.variant, args.seed, args.drop)
+    params = SessionParams.from_args(args, args.clients, args.dim, m, dropouts=schedule)
+    return simulate_session(params, args.seed, workers=args.workers, executor=args.executor,
+                            ray_address=args.ray_address)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -437,14 +443,7 @@ def simulate_real(
     whether the result is within the stated error bound of the plaintext weighted average over U3."""
     from secagg.average import secure_average
 
-    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 2:
-        raise InvalidInput(f"--clients must be an int >= 2, got {clients!r}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise InvalidInput(f"--dim must be an int >= 1, got {dim!r}")
-    schedule = sample_dropouts(clients, dropout_rate, variant, _check_seed(seed))
-    for spec in drops:
-        u, rnd = _parse_drop(spec)
-        schedule[u] = rnd
+    schedule = _schedule(clients, dim, dropout_rate, variant, seed, drops)
     rng = np.random.default_rng([seed, 0x4EA1])
     x = rng.normal(size=(clients, dim))
     w = parse_weights(weights, clients, seed)
@@ -459,9 +458,7 @@ def simulate_real(
                              dropout_fraction=_declared_delta(graph, dropout_rate), protocol=protocol,
                              commit_self_masks=commit_self_masks)
     except ProtocolAborted as exc:
-        ledger = exc.ledger
-        report.update(ok=False, within_bound=None, aborted={"round": exc.round, "reason": exc.reason, "party": exc.party},
-                      bytes=bytes_report(ledger))
+        report.update(ok=False, within_bound=None, aborted=_aborted(exc), bytes=bytes_report(exc.ledger))
         return report
     idx = list(res.included)
     ww = np.ones(clients) if w is None else w

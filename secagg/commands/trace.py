@@ -82,12 +82,6 @@ def _hex(b: bytes, n: int = 6) -> str:
     return b[:n].hex() + "…"
 
 
-def _parse_drops(specs: list[str]) -> dict[int, str]:
-    from secagg.protocol import parse_drop_specs
-
-    return parse_drop_specs(specs)
-
-
 def trace(
     *,
     clients: int = 4,
@@ -103,20 +97,36 @@ def trace(
 ) -> dict[str, Any]:
     """Run one session and return its transcript (a JSON-serialisable dict; see module docstring).
     ``dropout_fraction``: the delta a SecAgg+ graph is designed for (its survivor bound; default 0.05)."""
-    from secagg import keys, prg, ring, shamir
-    from secagg.client import mask_sign, pairwise_seed
-    from secagg.drbg import Drbg
-    from secagg.messages import parse
-    from secagg.protocol import Session
+    from secagg.protocol import SessionParams
 
+    _check_size(clients, dim, modulus_bits)
+    params = SessionParams.create(clients, dim, 1 << modulus_bits, threshold=threshold, graph=graph, variant=variant,
+                                  dropouts=dict(drops or {}), seed=seed, neighbours=neighbours,
+                                  dropout_fraction=dropout_fraction)
+    return trace_session(params, seed)
+
+
+def _check_size(clients: object, dim: object, modulus_bits: object) -> None:
     if isinstance(modulus_bits, bool) or not isinstance(modulus_bits, int) or not 1 <= modulus_bits <= 64:
         raise InvalidInput(f"--modulus-bits must be in [1, 64], got {modulus_bits!r}")
     if isinstance(clients, bool) or not isinstance(clients, int) or not 2 <= clients <= 64:
         raise InvalidInput(f"--clients must be in [2, 64] for a readable trace, got {clients!r}")
     if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 64:
         raise InvalidInput(f"--dim must be in [1, 64] for a readable trace, got {dim!r}")
-    m = 1 << modulus_bits
-    drops = dict(drops or {})
+
+
+def trace_session(params, seed: int) -> dict[str, Any]:  # noqa: ANN001 - secagg.protocol.SessionParams
+    """:func:`trace` for prepared :class:`~secagg.protocol.SessionParams` (built from ``seed``, which the
+    tracer also uses to recompute the clients' secrets; ``secagg trace`` builds them once with
+    :meth:`~secagg.protocol.SessionParams.from_args`)."""
+    from secagg import keys, prg, ring, shamir
+    from secagg.client import mask_sign, pairwise_seed
+    from secagg.drbg import Drbg
+    from secagg.messages import parse
+    from secagg.protocol import Session
+
+    clients, dim, m, variant = params.n, params.dim, params.modulus, params.variant.value
+    drops = dict(params.dropouts)
     rng = np.random.default_rng([seed, 0x7ACE])
     x = [rng.integers(0, min(m, 16), dim, dtype=np.uint64).astype(ring.dtype_for(m)) for _ in range(clients)]
     wire: list[tuple[str, str, int, bytes]] = []
@@ -125,8 +135,7 @@ def trace(
         wire.append((rnd, direction, client, data))
         return data
 
-    session = Session(x, modulus=m, threshold=threshold, graph=graph, variant=variant, dropouts=drops, seed=seed,
-                      neighbours=neighbours, interceptor=tap, dropout_fraction=dropout_fraction)
+    session = Session(x, params=params, interceptor=tap)
     g, t, sess = session.graph, session.threshold, session.session
     out: dict[str, Any] = {
         "parameters": {
@@ -529,9 +538,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"secagg trace: error: --width must be >= {MIN_WIDTH}, got {width}", file=sys.stderr)
         return 2
     try:
-        tr = trace(clients=args.clients, dim=args.dim, threshold=args.threshold, drops=_parse_drops(args.drop),
-                   modulus_bits=args.modulus_bits, variant=args.variant, graph=args.graph, neighbours=args.neighbours,
-                   seed=args.seed)
+        from secagg.protocol import SessionParams
+
+        _check_size(args.clients, args.dim, args.modulus_bits)
+        tr = trace_session(SessionParams.from_args(args, args.clients, args.dim, 1 << args.modulus_bits), args.seed)
     except SecAggError as exc:
         print(f"secagg trace: error: {exc}", file=sys.stderr)
         return 2
