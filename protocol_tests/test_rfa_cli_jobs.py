@@ -282,6 +282,12 @@ def test_resume_refuses_a_changed_sweep_and_a_missing_store(tmp_path, capsys):
     assert "drop --rounds" in capsys.readouterr().err
     assert main(["compare", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no interrupted run" in capsys.readouterr().err
+    # the other studies refuse to continue a compare folder (nothing written there)
+    files = sorted(p.name for p in out.iterdir())
+    for cmd in ("leakage", "robustness"):
+        assert main([cmd, "--resume", str(out)]) == 2
+        assert "holds a 'rfa compare" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == files
     # a complete sweep resumes to the same outputs without running anything
     before = _rows(out / "results.csv")
     assert main(["compare", "--resume", str(out), "--jobs", "1"]) == 0

@@ -32,33 +32,28 @@ def aggregator_target(name: str) -> Callable[..., Any] | None:
     """The constructor whose signature defines ``name``'s parameters (None: unknown, accept any)."""
     from rfa import aggregators
 
-    reg = getattr(aggregators, "REGISTRY", None) or getattr(aggregators, "_REGISTRY", None) or {}
-    return reg.get(name)
+    return aggregators.REGISTRY.get(name)
 
 
 def aggregator_is_secure(name: str) -> bool:
     """Whether ``name`` runs through the secure average oracle (read from the class)."""
     cls = aggregator_target(name)
-    return bool(getattr(cls, "secure_compatible", True))
+    if cls is None:
+        raise jobs.UsageError(f"unknown aggregator {name!r} (choose one of {', '.join(aggregator_names())})")
+    return bool(cls.secure_compatible)
 
 
 def corruption_names() -> tuple[str, ...]:
     from rfa.fl import attacks
 
-    names = getattr(attacks, "CORRUPTIONS", None)
-    if names is None:
-        names = tuple(getattr(attacks, "REGISTRY", {}))
-    return tuple(names)
+    return tuple(attacks.CORRUPTIONS)
 
 
 def corruption_target(name: str) -> Callable[..., Any] | None:
     """The constructor of corruption ``name`` when the corruptions are one class each (None: accept any)."""
     from rfa.fl import attacks
 
-    reg = getattr(attacks, "REGISTRY", None)
-    if isinstance(reg, dict) and isinstance(reg.get(name), type):
-        return reg[name]
-    return None
+    return attacks.REGISTRY.get(name)
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -240,6 +235,23 @@ def resolve_resume(args: argparse.Namespace, saved: dict[str, Any], defaults: di
         raise jobs.UsageError(f"--resume continues the saved sweep; drop --{', --'.join(differing)} "
                               "(or start a new one with --out)")
     return args
+
+
+def resume_manifest(args: argparse.Namespace, name: str, command: str) -> tuple[Any, dict[str, Any]]:
+    """``--resume DIR``: the folder (checked by :func:`rfa.jobs.prepare_out_dir`) and its manifest, refused
+    with a :class:`~rfa.jobs.UsageError` when the folder holds another command's run (``command`` is the
+    manifest's command, or its first words)."""
+    import json
+
+    out = jobs.prepare_out_dir(getattr(args, "out", None), name, resume=args.resume)
+    try:
+        saved = json.loads((out / jobs.RunStore.MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise jobs.UsageError(f"--resume {out}: its {jobs.RunStore.MANIFEST} cannot be read") from None
+    held = str(saved.get("command", ""))
+    if held != command and not held.startswith(command + " "):
+        raise jobs.UsageError(f"--resume {out}: that folder holds a {held!r} run, not {command!r}")
+    return out, saved
 
 
 def _plain(v: Any) -> Any:

@@ -227,10 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with jobs.handle_signals():
             if args.resume:
-                out = jobs.prepare_out_dir(args.out, NAME, resume=args.resume)
-                saved_manifest = json.loads((out / jobs.RunStore.MANIFEST).read_text())
-                if saved_manifest.get("command") != COMMAND:
-                    raise jobs.UsageError(f"--resume {out}: that folder holds a {saved_manifest.get('command')!r} run")
+                out, saved_manifest = common.resume_manifest(args, NAME, COMMAND)
                 args = common.resolve_resume(args, saved_manifest.get("args", {}), _parser_defaults())
             sweep = build_sweep(args, warn=lambda msg: common.warn(COMMAND, msg))
             configs = ex.expand(sweep)
@@ -246,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
                 key = json.dumps([c.aggregator, c.aggregator_params], sort_keys=True, default=str)
                 if key not in calls_of:
                     agg = make_aggregator(c.aggregator, **common.bind_aggregator_params(c.aggregator, c.aggregator_params))
-                    calls_of[key] = getattr(agg, "calls_per_aggregation", None) or 0
+                    calls_of[key] = agg.calls_per_aggregation or 0  # None: data-dependent (not priced ahead)
             data = build_data(sweep.base)
             if sweep.base.clients_per_round > data.num_clients:
                 raise jobs.UsageError(f"--clients-per-round {sweep.base.clients_per_round} exceeds the {data.num_clients} "

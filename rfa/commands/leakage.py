@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from rfa import jobs
+from rfa.commands import _common as common
 
 NAME = "leakage"
 COMMAND = "rfa leakage"
@@ -99,10 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with jobs.handle_signals():
             if args.resume:
-                out = jobs.prepare_out_dir(args.out, NAME, resume=args.resume)
-                saved = json.loads((out / jobs.RunStore.MANIFEST).read_text())
-                if saved.get("command") != COMMAND:
-                    raise jobs.UsageError(f"--resume {out}: that folder holds a {saved.get('command')!r} run")
+                out, saved = common.resume_manifest(args, NAME, COMMAND)
                 cfg = study.LeakageConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
             else:
                 cfg = _config(args)

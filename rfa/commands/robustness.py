@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import _common
 from . import compare as _compare
 
 NAME = "robustness"
@@ -104,8 +105,8 @@ def _run(args: argparse.Namespace) -> int:
     resume = getattr(args, "resume", None)
     if resume is not None:  # the saved sweep's flags, changed by the flags given now
         try:
-            saved = json.loads((Path(resume) / J.RunStore.MANIFEST).read_text())["args"]
-        except (OSError, KeyError, json.JSONDecodeError):
+            saved = _common.resume_manifest(args, NAME, "rfa robustness")[1]["args"]
+        except KeyError:
             raise J.UsageError(f"--resume {resume}: no rfa robustness run there") from None
         given = {k: v for k, v in _json_args(args).items() if v != _parser_defaults().get(k)}
         args = argparse.Namespace(**{**saved, **given, "resume": resume, "overwrite": False, "out": resume})

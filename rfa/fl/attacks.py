@@ -240,6 +240,12 @@ class Corruption:
         """The parameters as a dict (every field, defaults included)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} if dataclasses.is_dataclass(self) else {}
 
+    @property
+    def deviation(self):  # noqa: ANN201 - rfa.oracle.Deviation | None
+        """How the corrupted clients deviate from the secure aggregation protocol itself (the second
+        threat model, :class:`rfa.oracle.Deviation`); None (default): they run the protocol honestly."""
+        return None
+
     # ------------------------------------------------------------------ hooks
     def prepare(self, ctx: AttackContext) -> None:
         """Called once by the loop before the first round (default: nothing)."""

@@ -448,7 +448,7 @@ def run(
                           "(Algorithm 1 samples m of n without replacement)")
     tr = _Trainer(cfg, data, executor or make_executor(cfg.executor), oracle, aggregator, device, deviation)
     if tr.deviation is None:
-        tr.deviation = getattr(tr.corruption, "deviation", None)
+        tr.deviation = tr.corruption.deviation
     all_metrics = list(ROUND_METRICS) + list(metrics or [])
     history: list[dict[str, Any]] = []
     cum_calls = 0
