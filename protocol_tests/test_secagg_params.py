@@ -123,3 +123,50 @@ def test_trace_command_builds_its_params_from_args(capsys, monkeypatch) -> None:
     tr = json.loads(capsys.readouterr().out)
     assert len(calls) == 1
     assert tr == trace(clients=5, variant="active", drops={1: "unmasking"}, seed=2)
+
+
+# --------------------------------------------------------------- the plaintext baseline through every CLI
+@pytest.mark.parametrize("n, d, bits, drops", [
+    (6, 50, 32, {}),
+    (9, 7, 20, {"share-keys": 2, "masked-input": 1, "unmasking": 3}),
+    (4, 1000, 64, {"advertise-keys": 1}),
+])
+def test_plaintext_cost_model_equals_the_measured_ledger(n: int, d: int, bits: int, drops: dict) -> None:
+    from secagg.cost import model_ledger, our_model
+
+    modulus = 1 << bits
+    sched, u = {}, 0
+    for rnd, cnt in drops.items():
+        for _ in range(cnt):
+            sched[u] = rnd
+            u += 1
+    led = model_ledger(n, d, modulus, protocol="plaintext", dropouts=sched)
+    cost = our_model(n, d, modulus, drops=drops, protocol="plaintext")
+    assert cost.total_up == sum(led.upload_per_client().values()) and cost.total_down == 0 == sum(led.download_per_client().values())
+    senders = [c for c in range(n) if c not in sched or sched[c] == "unmasking"]
+    assert set(led.upload_per_client()) == set(senders)
+    assert all(v == cost.upload_per_client for v in led.upload_per_client().values())
+
+
+def test_plaintext_cost_command(capsys) -> None:  # noqa: ANN001
+    assert cli.main(["cost", "-n", "100", "-d", "1000", "--protocol", "plaintext", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["protocol"] == "plaintext" and rep["ours"]["download_per_client"] == 0
+    assert rep["ours"]["upload_per_client"] < json.loads(
+        (cli.main(["cost", "-n", "100", "-d", "1000", "--json"]), capsys.readouterr().out)[1])["ours"]["upload_per_client"]
+    assert cli.main(["cost", "-n", "100", "-d", "10", "--protocol", "plaintext", "--graph", "secagg+"]) == 2
+    assert "plaintext has no" in capsys.readouterr().err
+
+
+def test_plaintext_trace_shows_the_inputs_in_the_clear(capsys) -> None:  # noqa: ANN001
+    assert cli.main(["trace", "--protocol", "plaintext", "--drop", "2:share-keys", "--drop", "1:masked-input:after", "--json"]) == 0
+    tr = json.loads(capsys.readouterr().out)
+    assert tr["parameters"]["protocol"] == "plaintext" and [r["round"] for r in tr["rounds"]] == ["masked-input"]
+    plain = {e["client"]: e for e in tr["rounds"][0]["events"] if e["type"] == "plain"}
+    assert {u for u, e in plain.items() if e["sent"]} == {0, 1, 3}
+    assert all(e["matches_wire"] and e["x"] == tr["inputs"][str(u)] for u, e in plain.items() if e["sent"])
+    assert tr["result"]["match"] and tr["result"]["sets"]["U3"] == [0, 1, 3]
+    assert cli.main(["trace", "--protocol", "plaintext"]) == 0
+    assert "in the clear" in capsys.readouterr().out
+    assert cli.main(["trace", "--protocol", "plaintext", "--html", "/nonexistent/x.html"]) == 2
+    assert "no masks to show" in capsys.readouterr().err

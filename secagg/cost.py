@@ -179,8 +179,13 @@ def our_model(
     drops: Mapping[str, int] | None = None,
     input_bits: int = 16,
     commit_self_masks: bool = False,
+    protocol: str = "bonawitz",
 ) -> OurCost:
     """Closed-form cost of one run in our wire format, in ``O(1)`` (no per-message enumeration).
+
+    ``protocol="plaintext"``: the baseline in which every client sends its input in the clear (one
+    masked-input message, nothing downloaded; clients dropping before that round send nothing); ``k``
+    and ``variant`` do not apply.
 
     ``commit_self_masks``: the opt-in self-mask commitment, +32 bytes per round-1 upload (+64 more for
     its signature in the active variant).
@@ -205,6 +210,20 @@ def our_model(
         if r not in _ROUNDS:
             raise InvalidInput(f"unknown round {r!r}")
         a[_ROUNDS.index(r)] += int(cnt)
+    if protocol not in ("bonawitz", "plaintext"):
+        raise InvalidInput(f"protocol must be 'bonawitz' or 'plaintext', got {protocol!r}")
+    if protocol == "plaintext":
+        if variant != "honest-but-curious" or kk != n - 1 or commit_self_masks:
+            raise InvalidInput("protocol='plaintext' has no variant, graph or commitments (clients send in the clear)")
+        senders = n - a[0] - a[1] - a[2]  # a drop at or after the upload's round still sends it
+        if senders < 0:
+            raise InvalidInput("more drops than clients")
+        up = msg.masked_input_size(d, modulus)
+        return OurCost(
+            n=n, d=d, modulus=modulus, k=kk, variant=variant, input_bits=input_bits, upload_per_client=float(up),
+            download_per_client=0.0, upload_mean=float(up) if senders else 0.0, total_up=float(senders * up),
+            total_down=0.0, by_round={"masked-input": {"up": float(senders * up), "down": 0.0}} if senders else {},
+            exact=True)
     active = variant == "active"
     if not active:  # no consistency round: a drop there means no unmasking response
         a[4] += a[3]

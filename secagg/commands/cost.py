@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-round", choices=_ROUNDS, default="masked-input",
                    help="round at which they drop (default masked-input: after sharing keys, the costly case)")
     p.add_argument("--variant", choices=("honest-but-curious", "active"), default="honest-but-curious")
+    p.add_argument("--protocol", choices=("bonawitz", "plaintext"), default="bonawitz",
+                   help="bonawitz (default) or plaintext: the clients send their inputs in the clear (the baseline "
+                        "the expansion factor is measured against)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         k = n - 1
         graph = "complete"
         threshold_note = ""
+        if args.protocol == "plaintext" and (args.graph != "complete" or args.variant != "honest-but-curious"
+                                             or args.neighbours is not None):
+            raise InvalidInput("--protocol plaintext has no --graph, --neighbours or --variant (clients send in the clear)")
         if args.graph == "secagg+":
             if args.neighbours is not None:
                 k = args.neighbours
@@ -74,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                     graph = "secagg+"
                     threshold_note = f" (t = {t})"
         dropped = int(math.floor(args.dropout_rate * n))
-        ours = our_model(n, d, modulus, k=k, variant=args.variant, drops={args.drop_round: dropped}, input_bits=b)
+        ours = our_model(n, d, modulus, k=k, variant=args.variant, drops={args.drop_round: dropped}, input_bits=b,
+                         protocol=args.protocol)
         paper = paper_model(n, d, b)
     except (SecAggError, ValueError) as exc:
         print(f"secagg cost: error: {exc}", file=sys.stderr)
@@ -82,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "clients": n, "dim": d, "input_bits": b, "modulus_bits": mbits, "graph": graph, "k": k,
-            "variant": args.variant, "dropped": dropped, "drop_round": args.drop_round,
+            "variant": args.variant, "protocol": args.protocol, "dropped": dropped, "drop_round": args.drop_round,
             "paper": {"traffic_bytes_per_client": paper.traffic_bytes, "element_bits": paper.element_bits,
                       "expansion": paper.expansion, "expansion_upload_download": paper.expansion},
             "ours": {"upload_per_client": ours.upload_per_client, "download_per_client": ours.download_per_client,
@@ -93,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
         }, indent=2))
         return 0
     raw = d * b / 8
+    setting = (f"{graph} graph, k = {k}{threshold_note}, {args.variant}" if args.protocol == "bonawitz"
+               else "plaintext protocol (inputs sent in the clear)")
     print(f"configuration: n = {n} clients, d = {d}, {b}-bit inputs ({_fmt_bytes(raw)} raw), M = 2^{mbits}, "
-          f"{graph} graph, k = {k}{threshold_note}, {args.variant}, "
-          f"{dropped} dropped at {args.drop_round if dropped else '-'}")
+          f"{setting}, {dropped} dropped at {args.drop_round if dropped else '-'}")
     print()
     head = f"{'model':<34}{'upload':>12}{'download':>12}{'up+down':>12}{'expansion up+down':>19}{'expansion upload':>18}"
     print(head)
@@ -103,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'paper (Bonawitz et al. 2017, 7.1)':<34}{'-':>12}{'-':>12}{_fmt_bytes(paper.traffic_bytes):>12}"
           f"{paper.expansion:>18.2f}x{'-':>18}")
     tot = ours.upload_per_client + ours.download_per_client
-    label = "ours (exact wire format)" if ours.exact else "ours (expected, sparse + drops)"
+    label = ("ours (plaintext baseline)" if args.protocol == "plaintext" else
+             "ours (exact wire format)" if ours.exact else "ours (expected, sparse + drops)")
     print(f"{label:<34}{_fmt_bytes(ours.upload_per_client):>12}{_fmt_bytes(ours.download_per_client):>12}"
           f"{_fmt_bytes(tot):>12}{ours.expansion_traffic:>18.2f}x{ours.expansion_upload:>17.2f}x")
     print()

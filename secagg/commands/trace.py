@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=("honest-but-curious", "active"), default="honest-but-curious")
     p.add_argument("--graph", choices=("complete", "secagg+"), default="complete")
     p.add_argument("--neighbours", "-k", type=int, default=None, help="SecAgg+ degree k")
+    p.add_argument("--protocol", choices=("bonawitz", "plaintext"), default="bonawitz",
+                   help="bonawitz (default) or plaintext: the clients send their inputs in the clear (the baseline; "
+                        "no masks, so no --html page)")
     p.add_argument("--seed", "-s", type=seed_arg, default=0, help="seed of inputs and protocol randomness (default 0)")
     p.add_argument("--width", type=int, default=None,
                    help="wrap text lines at N characters (default: the terminal width, or 100 when not a terminal; "
@@ -94,15 +97,17 @@ def trace(
     neighbours: int | None = None,
     seed: int = 0,
     dropout_fraction: float | None = None,
+    protocol: str = "bonawitz",
 ) -> dict[str, Any]:
     """Run one session and return its transcript (a JSON-serialisable dict; see module docstring).
-    ``dropout_fraction``: the delta a SecAgg+ graph is designed for (its survivor bound; default 0.05)."""
+    ``dropout_fraction``: the delta a SecAgg+ graph is designed for (its survivor bound; default 0.05).
+    ``protocol="plaintext"``: the baseline without masks (one round; threshold, graph and variant do not apply)."""
     from secagg.protocol import SessionParams
 
     _check_size(clients, dim, modulus_bits)
     params = SessionParams.create(clients, dim, 1 << modulus_bits, threshold=threshold, graph=graph, variant=variant,
                                   dropouts=dict(drops or {}), seed=seed, neighbours=neighbours,
-                                  dropout_fraction=dropout_fraction)
+                                  dropout_fraction=dropout_fraction, protocol=protocol)
     return trace_session(params, seed)
 
 
@@ -126,6 +131,7 @@ def trace_session(params, seed: int) -> dict[str, Any]:  # noqa: ANN001 - secagg
     from secagg.protocol import Session
 
     clients, dim, m, variant = params.n, params.dim, params.modulus, params.variant.value
+    clear = params.protocol == "plaintext"
     drops = dict(params.dropouts)
     rng = np.random.default_rng([seed, 0x7ACE])
     x = [rng.integers(0, min(m, 16), dim, dtype=np.uint64).astype(ring.dtype_for(m)) for _ in range(clients)]
@@ -143,6 +149,7 @@ def trace_session(params, seed: int) -> dict[str, Any]:  # noqa: ANN001 - secagg
             "variant": variant, "graph": "complete" if g.is_complete else f"secagg+ (Harary, k = {g.k})",
             "seed": seed, "session": sess.hex(), "dropouts": {str(u): r for u, r in sorted(drops.items())},
             "neighbours": {str(u): list(g.neighbours(u)) for u in range(clients)} if not g.is_complete else None,
+            **({"protocol": params.protocol} if clear else {}),
         },
         "inputs": {str(u): _ints(x[u]) for u in range(clients)},
         "rounds": [],
@@ -178,10 +185,11 @@ def trace_session(params, seed: int) -> dict[str, Any]:  # noqa: ANN001 - secagg
                               "text": f"client {u} drops " + ("after sending its message" if when == "after" else "and sends nothing from here on")})
         return notes
 
-    rounds_run = [r for r in _ROUNDS if variant == "active" or r != "consistency-check"]
+    rounds_run = ["masked-input"] if clear else [r for r in _ROUNDS if variant == "active" or r != "consistency-check"]
     u2_view: dict[int, list[int]] = {}
     for rnd in rounds_run:
-        ev: list[dict[str, Any]] = sched_note(rnd)
+        # the plaintext baseline has one round: every scheduled dropout is noted there
+        ev: list[dict[str, Any]] = [e for r in _ROUNDS for e in sched_note(r)] if clear else sched_note(rnd)
         ups, downs = events(rnd, "up"), events(rnd, "down")
         if not ups and not downs and not ev:
             continue
@@ -199,6 +207,18 @@ def trace_session(params, seed: int) -> dict[str, Any]:  # noqa: ANN001 - secagg
             for c, mm, nb in downs:
                 u2_view[c] = [v for v, _ in mm.ciphertexts]
                 ev.append({"type": "down", "client": c, "kind": mm.KIND, "bytes": nb, "from": [v for v, _ in mm.ciphertexts]})
+        elif rnd == "masked-input" and clear:  # the plaintext baseline: x_u itself goes on the wire
+            sent = {c: (mm, nb) for c, mm, nb in ups}
+            for u in range(clients):
+                e = {"type": "plain", "client": u, "x": _ints(x[u]), "sent": u in sent}
+                if u in sent:
+                    e.update(bytes=sent[u][1], matches_wire=bool(np.array_equal(sent[u][0].vector(m), x[u])))
+                ev.append(e)
+            if sent:
+                acc = ring.zeros(dim, m)
+                for c in sorted(sent):
+                    ring.add_into(acc, sent[c][0].vector(m), m)
+                ev.append({"type": "server-sum", "U3": sorted(sent), "sum_y": _ints(acc), "clear": True})
         elif rnd == "masked-input":
             sent = {c: (mm, nb) for c, mm, nb in ups}
             for u in sorted(u2_view):
@@ -250,8 +270,9 @@ def trace_session(params, seed: int) -> dict[str, Any]:  # noqa: ANN001 - secagg
         acc = ring.zeros(dim, m)
         for u in sorted(u3):
             ring.add_into(acc, masked[u], m)
-        steps = [{"what": "sum of masked inputs over U3", "value": _ints(acc)}]
-        for u in sorted(u3):
+        steps = [{"what": "sum of the inputs over U3, sent in the clear (nothing to unmask)" if clear
+                  else "sum of masked inputs over U3", "value": _ints(acc)}]
+        for u in ([] if clear else sorted(u3)):
             holders = sorted(w for w, mm in resp.items() if u in [v for v, _ in mm.b_shares])
             chosen = holders[:t]
             b = shamir.reconstruct({w: dict(resp[w].b_shares)[u] for w in chosen}, t, 32)
@@ -259,7 +280,7 @@ def trace_session(params, seed: int) -> dict[str, Any]:  # noqa: ANN001 - secagg
             ring.sub_into(acc, ps, m)
             steps.append({"what": f"remove self mask of client {u}", "shares_from": chosen, "b": _hex(b),
                           "b_matches": b == b_seed[u], "mask": _ints(ps), "value": _ints(acc)})
-        for v in sorted(u2 - u3):
+        for v in ([] if clear else sorted(u2 - u3)):
             holders = sorted(w for w, mm in resp.items() if v in [a for a, _ in mm.key_shares])
             partners = sorted(w for w in u3 if v in u2_view.get(w, []))
             if not partners:
@@ -287,7 +308,7 @@ def trace_session(params, seed: int) -> dict[str, Any]:  # noqa: ANN001 - secagg
         }
         # hypothetical: what a late y_v of a client dropped before masked-input would reveal
         late = []
-        for v in sorted(u2 - u3):
+        for v in ([] if clear else sorted(u2 - u3)):
             hv = x[v].copy()
             ring.add_into(hv, smask(b_seed[v]), m)
             late.append({"client": v, "x_plus_self_mask": _ints(hv), "x": _ints(x[v])})
@@ -312,6 +333,8 @@ def trace_session(params, seed: int) -> dict[str, Any]:  # noqa: ANN001 - secagg
         out["result"] = {"sets": {k: sorted(v) for k, v in getattr(aborted, "sets", {}).items()},
                          "aborted": {"round": aborted.round, "reason": aborted.reason, "party": aborted.party},
                          "match": None}
+    if clear:  # the teaching page's counterfactual panels are about masks; the baseline has none
+        return out
     from secagg.teaching.panels import build_panels  # the page's counterfactual panels, computed here
 
     out.update(build_panels(out, session=session, result=result, aborted=aborted))
@@ -423,8 +446,10 @@ def _render(tr: dict[str, Any], color: bool = False) -> str:
     p = tr["parameters"]
     m = p["modulus"]
     L: list[str] = []
+    setting = ("plaintext protocol: every client sends its input in the clear (the baseline)"
+               if p.get("protocol") == "plaintext" else f"threshold t = {p['threshold']}, {p['variant']}, {p['graph']} graph")
     L.append(s.h(f"Secure aggregation trace: n = {p['clients']} clients, d = {p['dim']}, Z_M with M = {m} "
-                 f"({p['bits']}-bit elements), threshold t = {p['threshold']}, {p['variant']}, {p['graph']} graph, seed {p['seed']}"))
+                 f"({p['bits']}-bit elements), {setting}, seed {p['seed']}"))
     if p["dropouts"]:
         L.append("dropout schedule: " + ", ".join(f"client {u} at {r}" for u, r in p["dropouts"].items()))
     if p.get("neighbours"):
@@ -468,6 +493,16 @@ def _render(tr: dict[str, Any], color: bool = False) -> str:
                     L.append(s.up(f"     y_{u} = x_{u} + p_{u} ± pairwise (mod {m}) = {e['y']}  → server masked-input ({e['bytes']} B), {chk}"))
                 else:
                     L.append(s.bad(f"     y_{u} would be {e['y']}, but client {u} never sends it"))
+            elif t == "plain":
+                u = e["client"]
+                if e["sent"]:
+                    chk = s.ok("matches the bytes on the wire ✓") if e["matches_wire"] else s.bad("DOES NOT match the wire ✗")
+                    L.append(s.up(f"  client {u} → server  masked-input ({e['bytes']} B): x_{u} = {e['x']} in the clear "
+                                  f"(no masks), {chk}"))
+                else:
+                    L.append(s.bad(f"  client {u} never sends x_{u}"))
+            elif t == "server-sum" and e.get("clear"):
+                L.append(f"  server sees every input of U3 = {e['U3']} in the clear; their sum mod {m} = {e['sum_y']}")
             elif t == "server-sum":
                 L.append(f"  server sees only the masked vectors of U3 = {e['U3']}; their sum mod {m} = {e['sum_y']} "
                          "(still hidden by the masks)")
@@ -496,7 +531,8 @@ def _render(tr: dict[str, Any], color: bool = False) -> str:
         L.append(s.bad("CHECK: no sum was released (the protocol aborted), so there is nothing to compare."))
         return "\n".join(L)
     un = tr["unmasking"]
-    L.append(s.h("== The server unmasks (replayed in the open) =="))
+    clear = p.get("protocol") == "plaintext"
+    L.append(s.h("== The server sums (nothing to unmask) ==" if clear else "== The server unmasks (replayed in the open) =="))
     for st in un["steps"]:
         if "shares_from" not in st:
             L.append(f"  {st['what']}: {st['value']}")
@@ -510,7 +546,8 @@ def _render(tr: dict[str, Any], color: bool = False) -> str:
             L.append(f"  {st['what']}: s_sk rebuilt from the shares of clients {st['shares_from']}, {ok};")
             L.append(f"     recompute the mask from s_sk and the survivor's s_pk, {op} {st['mask']}  →  {st['value']}")
     rel = ", ".join(f"client {v}: {'+'.join(k)}" for v, k in un["released"].items())
-    L.append(f"  shares revealed per client: {rel}  — " + (s.ok("never both b and s_sk for one client ✓") if un["never_both"]
+    if not clear:
+        L.append(f"  shares revealed per client: {rel}  — " + (s.ok("never both b and s_sk for one client ✓") if un["never_both"]
                                                               else s.bad("BOTH revealed for some client ✗")))
     for lt in un["late_arrival"]:
         L.append(s.dim(f"  why double masking: had y_{lt['client']} arrived late, removing its pairwise masks (the server holds s_sk_"
@@ -541,6 +578,9 @@ def run(args: argparse.Namespace) -> int:
         from secagg.protocol import SessionParams
 
         _check_size(args.clients, args.dim, args.modulus_bits)
+        if args.html and args.protocol == "plaintext":
+            raise InvalidInput("--html shows the masking protocol step by step; --protocol plaintext has no masks to show "
+                               "(drop --html)")
         tr = trace_session(SessionParams.from_args(args, args.clients, args.dim, 1 << args.modulus_bits), args.seed)
     except SecAggError as exc:
         print(f"secagg trace: error: {exc}", file=sys.stderr)
