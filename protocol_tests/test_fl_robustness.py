@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -94,4 +95,11 @@ def test_robustness_saves_every_run_and_resumes_or_extends_without_redoing_finis
                  "--no-plots"]) == 0
     assert sorted(calls) == [("coordinate-median", "none"), ("coordinate-median", "sign-flip")]
     assert len(list(csv.DictReader((out / "results.csv").open()))) == 4
+    # a manifest written before a flag existed resumes with that flag's default
+    man = json.loads((out / "manifest.json").read_text())
+    del man["args"]["dropout_rate"]
+    (out / "manifest.json").write_text(json.dumps(man))
+    calls.clear()
+    assert main(["robustness", "--resume", str(out), "--no-progress", "--no-plots"]) == 0
+    assert calls == []
     assert main([*argv, "--out", str(out)]) == 2  # a non-empty folder is refused without --resume/--overwrite

@@ -109,7 +109,9 @@ def _run(args: argparse.Namespace) -> int:
         except KeyError:
             raise J.UsageError(f"--resume {resume}: no rfa robustness run there") from None
         given = {k: v for k, v in _json_args(args).items() if v != _parser_defaults().get(k)}
-        args = argparse.Namespace(**{**saved, **given, "resume": resume, "overwrite": False, "out": resume})
+        # a flag the saved manifest predates takes its default (a folder written by an earlier version resumes)
+        args = argparse.Namespace(**{**_parser_defaults(), **saved, **given, "resume": resume, "overwrite": False,
+                                     "out": resume})
     args = _defaults(args)
     on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     jobs = args.jobs if args.jobs is not None else (1 if on_cuda else max(1, min(4, os.cpu_count() or 1)))
