@@ -113,7 +113,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "secagg/server.py", "if self.commit_self_masks and reconstruct.self_mask_commitment(", "if False and reconstruct.self_mask_commitment(",
              (_ROB,)),
     Mutation("shamir-wrong-lagrange", "Lagrange coefficients drop the x_j factor",
-             "secagg/shamir.py", "d = xj  # numerator", "d = 1  # numerator", (_SHAMIR,)),
+             "secagg/shamir.py", "dens = [xj * math.prod(", "dens = [1 * math.prod(", (_SHAMIR,)),
     # --- domain separation ------------------------------------------------------------------------
     Mutation("prg-self-equals-pairwise", "self masks and pairwise masks share a PRG domain",
              "secagg/prg.py", 'PURPOSE_SELF = "self-mask"', 'PURPOSE_SELF = "pairwise"', (_PRG, _PROTO)),

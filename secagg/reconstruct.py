@@ -43,6 +43,7 @@ The server is the only caller (:meth:`secagg.server.Server.unmasking`).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -124,45 +125,40 @@ def self_mask_commitment(session: bytes, owner: int, b: bytes) -> bytes:
 # ---------------------------------------------------------------------------------------------------
 # the fast check
 # ---------------------------------------------------------------------------------------------------
-def _dual_multipliers(xs: Sequence[int], p: int) -> list[int]:
-    """``v_i = 1 / prod_{j != i} (x_i - x_j) mod p`` (one inversion: batch trick)."""
-    r = len(xs)
-    dens = []
-    for i, xi in enumerate(xs):
-        d = 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                d = d * (xi - xj) % p
-        dens.append(d)
+def _batch_inverse(values: Sequence[int], p: int) -> list[int]:
+    """``[1 / v mod p for v in values]`` (all nonzero mod p) with one modular inversion (Montgomery's trick)."""
+    r = len(values)
     prefix = [1] * (r + 1)
-    for i in range(r):
-        prefix[i + 1] = prefix[i] * dens[i] % p
+    for i, v in enumerate(values):
+        prefix[i + 1] = prefix[i] * v % p
     inv = pow(prefix[r], -1, p)
     out = [0] * r
     for i in range(r - 1, -1, -1):
         out[i] = inv * prefix[i] % p
-        inv = inv * dens[i] % p
+        inv = inv * values[i] % p
     return out
+
+
+def _dual_multipliers(xs: Sequence[int], p: int) -> list[int]:
+    """``v_i = 1 / prod_{j != i} (x_i - x_j) mod p`` (one inversion: batch trick). The points are small
+    integers (client id + 1), so each product is formed exactly and reduced once."""
+    return _batch_inverse([math.prod([xi - xj for xj in xs if xj != xi]) % p for xi in xs], p)
 
 
 @functools.lru_cache(maxsize=64)
 def check_weights(xs: tuple[int, ...], threshold: int, rho: int, prime: int = PRIME) -> tuple[int, ...]:
     """``w_i = v_i * sum_{j < r - t} (rho x_i)^j``: ``sum_i w_i y_i = 0`` for every codeword ``y`` of the
-    Reed-Solomon code of dimension ``t`` on the distinct nonzero points ``xs`` (module docstring)."""
+    Reed-Solomon code of dimension ``t`` on the distinct nonzero points ``xs`` (module docstring).
+    The geometric sums ``(z^m - 1) / (z - 1)``, ``z = rho x_i``, share one batch inversion."""
     r = len(xs)
     m = r - threshold
     if m <= 0:
         return ()
     v = _dual_multipliers(xs, prime)
-    out = []
-    for vi, xi in zip(v, xs):
-        z = rho * xi % prime
-        if z == 1:
-            q = m % prime
-        else:  # geometric series (z^m - 1) / (z - 1)
-            q = (pow(z, m, prime) - 1) * pow(z - 1, -1, prime) % prime
-        out.append(vi * q % prime)
-    return tuple(out)
+    zs = [rho * xi % prime for xi in xs]
+    inv = _batch_inverse([(z - 1) % prime or 1 for z in zs], prime)  # z = 1: its sum is m (inverse unused)
+    return tuple(vi * ((m % prime) if z == 1 else (pow(z, m, prime) - 1) * iz % prime) % prime
+                 for vi, z, iz in zip(v, zs, inv))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ reconstructs many secrets from the same responders.
 
 from __future__ import annotations
 
+import math
+
 import functools
 from collections.abc import Callable, Mapping, Sequence
 
@@ -87,13 +89,9 @@ def lagrange_at_zero(xs: tuple[int, ...], prime: int = PRIME) -> tuple[int, ...]
     num_all = 1
     for x in xs:
         num_all = num_all * x % prime
-    dens = []
-    for j, xj in enumerate(xs):
-        d = xj  # numerator of lambda_j is num_all / x_j: fold x_j into the denominator
-        for m, xm in enumerate(xs):
-            if m != j:
-                d = d * (xm - xj) % prime
-        dens.append(d)
+    # numerator of lambda_j is num_all / x_j: fold x_j into the denominator; the points are small
+    # integers (client id + 1), so each product is formed exactly and reduced once
+    dens = [xj * math.prod([xm - xj for m, xm in enumerate(xs) if m != j]) % prime for j, xj in enumerate(xs)]
     # batch inversion
     prefix = [1] * (t + 1)
     for j in range(t):
