@@ -413,8 +413,18 @@ class SessionParams:
         return (_unpickle_params, (state,))
 
     def guarantee(self, u3: frozenset[int]) -> Guarantee:
-        """What a completed session with survivors ``u3`` guarantees (:class:`secagg.rules.Guarantee`)."""
-        return Guarantee(len(u3), self.min_survivors, True, self.delta, self.gamma, self.threshold)
+        """What a completed session with survivors ``u3`` guarantees (:class:`secagg.rules.Guarantee`):
+        the survivor bound, the designed ``delta`` and ``gamma``, and how many corrupt clients, chosen in
+        any way, these survivors withstand (:func:`secagg.rules.survivor_tolerance`,
+        :func:`secagg.rules.adaptive_corrupt_bound`)."""
+        u3 = frozenset(u3)
+        if self.protocol == "plaintext":  # nothing is hidden: no corrupt-client bound to state
+            return Guarantee(len(u3), self.min_survivors, True, self.delta, self.gamma, self.threshold)
+        tol = rules.survivor_tolerance(self.graph, u3)
+        anyc = rules.adaptive_corrupt_bound(tol, self.threshold, self.graph.holders_per_client,
+                                            self.variant is Variant.ACTIVE)
+        corrupt = None if self.gamma is None else rules.floor_fraction(self.n, self.gamma)
+        return Guarantee(len(u3), self.min_survivors, True, self.delta, self.gamma, self.threshold, tol, anyc, corrupt)
 
 
 def _unpickle_params(state: dict) -> SessionParams:
