@@ -488,6 +488,18 @@ def test_survivor_tolerance_is_exact_against_brute_force() -> None:
         rules.check_survivor_policy("masked-input", complete_graph(3), frozenset(range(3)), 2, tolerate=-1)
 
 
+@pytest.mark.parametrize(("variant", "t", "bound"), [("honest-but-curious", 4, 3), ("active", 5, 2)])
+def test_complete_graph_guarantee_counts_any_corrupt_clients(variant: str, t: int, bound: int) -> None:
+    """Complete graph, n = 7: no graph assumption; any t - 1 corrupt clients (Bonawitz et al.'s
+    honest-but-curious bound), and in the active variant any n_C with 2t > n + n_C (t = 5: 2), whatever
+    the dropouts (two here)."""
+    res = run_secure_aggregation(_inputs(7), modulus=M, threshold=t, variant=variant, seed=4,
+                                 dropouts={1: "share-keys", 5: "masked-input"})
+    g = res.guarantee
+    assert g.tolerance == 4 and g.any_corrupt == bound and g.corrupt is None and g.adaptive is None
+    assert str(g).endswith(f"; holds for any {bound} corrupt clients, however chosen, and any dropouts")
+
+
 def test_docs_state_the_model_and_its_boundary() -> None:
     """docs/protocol.md states the assumption (corrupt set and dropouts independent of the relabelling)
     in the threat-model table and the Survivor policy section, and the limitation for adaptive placement."""
