@@ -31,11 +31,11 @@ asks for any share, so nothing is released when it fails:
   partial sum from what it legitimately holds (one breadth-first search; always true on the complete
   graph);
 * ``|U3| >= min_survivors``. On SecAgg+ ``min_survivors = ceil((1 - delta) n)`` with ``delta`` the
-  dropout fraction the graph was designed for. Bell et al. (CCS 2020) prove their semi-honest and
-  semi-malicious constructions secure against an adversary controlling the server and a ``gamma``
-  fraction of the clients *with at most a ``delta`` fraction of dropouts* (their security theorems and
-  the (k, t) parameter analysis both assume it): the bound is what keeps every survivor's neighbourhood
-  above ``t`` and ``G[U3]`` connected with overwhelming probability. Google's fcp SecAgg+ server
+  dropout fraction the graph was designed for. Bell et al. (CCS 2020) give security in the
+  semi-honest and semi-malicious settings against an adversary controlling the server and a fraction
+  of the clients, and correctness with a bounded fraction of dropouts; the (k, t) analysis assumes at
+  most ``floor(delta n)`` dropouts: the bound is what keeps every survivor's neighbourhood above ``t``
+  and ``G[U3]`` connected with overwhelming probability. Google's fcp SecAgg+ server
   likewise refuses to proceed below that minimum number of clients. On the complete graph ``min_survivors``
   defaults to ``t`` (the original protocol's rule); a caller may raise it or give ``delta``.
 
