@@ -421,6 +421,9 @@ def test_adaptive_placement_at_the_finders_parameters_for_n_1000() -> None:
     kw = dict(graph="secagg+", seed=5, corrupt_fraction=0.05, dropout_fraction=0.05)
     params = SessionParams.create(n, 1, M, **kw)
     assert (params.graph.k, params.threshold, params.min_survivors) == (30, 17, 950)
+    # and no run-time check could certify an adaptive guarantee here: t = 17 <= floor(gamma n) = 50, so
+    # corrupt clients chosen after the graph can be t holders of one client
+    assert params.threshold <= rules.floor_fraction(n, 0.05)
     corrupt, dropped = _adaptive_cut(params)
     assert len(dropped) == 28
     _, included, _ = modular_run(np.zeros((n, 1), dtype=np.uint64), dim=1, modulus=M,
