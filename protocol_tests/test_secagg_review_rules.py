@@ -310,7 +310,7 @@ def _corrupt_holders(graph, corrupt: set[int]) -> int:  # noqa: ANN001
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("n", "gamma", "delta", "draws"), [(40, 0.05, 0.1, 150), (100, 0.05, 0.05, 80),
-                                                           (200, 0.05, 0.1, 40), (1000, 0.05, 0.05, 8)])
+                                                           (200, 0.05, 0.1, 25), (1000, 0.05, 0.05, 4)])
 def test_inside_the_model_random_corrupt_set_and_dropouts_never_split_the_honest_survivors(n, gamma, delta, draws) -> None:
     """Bell et al.'s model: floor(gamma n) corrupt clients and floor(delta n) dropouts drawn at random,
     independently of the session's relabelling (their own RNG; the graph comes from the session seed), at
