@@ -412,6 +412,69 @@ def test_adaptive_dropouts_around_corrupt_clients_are_outside_the_model_and_repo
     assert "Bell et al." in str(g) and "Bell et al." not in str(full)
 
 
+@pytest.mark.parametrize("variant", ["honest-but-curious", "active"])
+def test_adaptive_opt_in_aborts_the_adaptive_placement_in_both_backends(variant: str) -> None:
+    """adaptive=True on the boundary scenario (n = 40, k = 6, floor(gamma n) = 2; t = 3 and, active, t = 5
+    with 2t > k + 1 + 2): the adaptive placement now aborts in masked-input, rule survivors-robust, before
+    any share is asked for, identically in the real protocol and the modular backend; the same session
+    without adaptive=True completes (and the modular backend's memo does not confuse the two)."""
+    n = 40
+    t = 3 if variant == "honest-but-curious" else 5
+    kw = dict(graph="secagg+", neighbours=6, threshold=t, seed=12, dropout_fraction=0.1, corrupt_fraction=0.05,
+              variant=variant)
+    params = SessionParams.create(n, 3, M, adaptive=True, **kw)
+    assert params.tolerate == 2
+    corrupt, dropped = _adaptive_cut(params)
+    drops = {u: "masked-input" for u in dropped}
+    x = _inputs(n, seed=13)
+    plain, plain_mod = _both(x, dropouts=drops, **kw)
+    assert plain[0] == plain_mod[0] == "ok"
+    real, mod = _both(x, dropouts=drops, adaptive=True, **kw)
+    _assert_same(real, mod, x)
+    assert real[:2] == ("abort", "masked-input") and real[3] == "survivors-robust"
+    assert not any(e.kind == "unmasking-request" for e in real[4])
+    # dropouts spread over the ring pass, and the guarantee then holds for any placement
+    ok = run_secure_aggregation(x, modulus=M, dropouts={u: "masked-input" for u in _spread(params, 4)},
+                                adaptive=True, **kw)
+    assert ok.guarantee.adaptive is True and ok.guarantee.tolerance >= 2
+
+
+def test_adaptive_opt_in_clients_refuse_to_sign_for_a_lying_server() -> None:
+    """Active variant, adaptive=True: a lying server that skips its own survivor check and declares the
+    clients around two corrupt ones dead gets no signature and no share: every client applies the same
+    rule (survivors-robust) to the U3 it is asked to sign."""
+    n = 40
+    kw = dict(graph="secagg+", neighbours=6, threshold=5, seed=12, dropout_fraction=0.1, corrupt_fraction=0.05,
+              variant="active", adaptive=True)
+    params = SessionParams.create(n, 3, M, **kw)
+    _, dropped = _adaptive_cut(params)
+    cls = type("S", (_DeclaresBoundaryDead,), {"victims": frozenset(dropped)})
+    sess = Session(_inputs(n, seed=14), modulus=M, server_class=cls, **kw)
+    with pytest.raises(ProtocolAborted) as info:
+        sess.run()
+    assert all(not c.released for c in sess.clients.values())
+    assert not any(e.kind == "unmasking-response" for e in info.value.ledger)
+    assert {getattr(e, "rule", None) for e in info.value.client_errors.values()} == {"survivors-robust"}
+
+
+def test_adaptive_opt_in_refuses_parameters_no_check_can_certify() -> None:
+    """Where t <= floor(gamma n) (the finder's parameters for n = 1000) corrupt clients chosen after the
+    graph can be t holders of one client: adaptive=True is refused before anything runs, naming the
+    bound. Explicit neighbours and threshold above floor(gamma n) are accepted; the complete graph needs
+    nothing (tolerate stays 0); bad values are typed errors."""
+    with pytest.raises(InvalidInput, match=r"adaptive=True needs t > 50"):
+        SessionParams.create(1000, 1, M, graph="secagg+", adaptive=True)
+    with pytest.raises(InvalidInput, match=r"2t > 9"):
+        SessionParams.create(40, 1, M, graph="secagg+", neighbours=6, threshold=4, variant="active", adaptive=True)
+    assert SessionParams.create(1000, 1, M, graph="secagg+", neighbours=120, threshold=61, adaptive=True).tolerate == 50
+    assert SessionParams.create(10, 1, M, adaptive=True).tolerate == 0
+    for bad in (1, "yes", None):
+        with pytest.raises(InvalidInput):
+            SessionParams.create(10, 1, M, adaptive=bad)
+    with pytest.raises(InvalidInput):
+        SessionParams.create(10, 1, M, protocol="plaintext", adaptive=True)
+
+
 def test_adaptive_placement_at_the_finders_parameters_for_n_1000() -> None:
     """Not an artefact of a small hand-picked k: at the finder's own (k, t) = (30, 17) for n = 1000,
     gamma = delta = 0.05, two corrupt clients and k - 2 = 28 <= floor(delta n) = 50 dropouts placed on
@@ -515,6 +578,7 @@ def test_docs_state_the_model_and_its_boundary() -> None:
         assert "fixed independently of the relabelling" in part
     assert "chosen after seeing the graph are outside it" in policy and "survivor_tolerance" in policy
     assert "k > floor(gamma n) + floor(delta n)" in policy and "never hold once `floor(gamma n) >= k`" in policy
+    assert "`adaptive=True`" in policy and "`adaptive=True`" in table
 
 
 # ------------------------------------------------------------------------- random schedules, both backends

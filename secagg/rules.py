@@ -53,7 +53,8 @@ survivors while ``G[U3]`` stays connected, and the finder's ``k`` grows only log
 (``s``: removing any ``s`` survivors leaves ``G[U3]`` connected) and reported by :class:`Guarantee`:
 any set of at most ``min(s, t - 1)`` corrupt clients (``min(s, t - 1, 2t - h - 1)`` in the active
 variant), however chosen, learns nothing beyond the sum. ``check_survivor_policy(..., tolerate=c)``
-enforces ``s >= c`` before anything is released (rule ``survivors-robust``); requiring
+enforces ``s >= c`` before anything is released (rule ``survivors-robust``; a session's
+``adaptive=True`` sets ``c = floor(gamma n)``, :class:`secagg.protocol.SessionParams`); requiring
 ``s >= floor(gamma n)`` is satisfiable only while ``floor(gamma n) < k`` (the Harary graph's vertex
 connectivity is ``k``), i.e. for ``n`` below roughly ``k / gamma``.
 """
@@ -339,7 +340,7 @@ def survivor_tolerance(graph, nodes: frozenset[int]) -> int:  # noqa: ANN001 - s
 
 
 def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: int,  # noqa: ANN001
-                          party: int | None = None, *, tolerate: int = 0) -> None:
+                          party: int | None = None, tolerate: int = 0) -> None:
     """The survivor policy (module docstring): ``G[U3]`` connected and ``|U3| >= min_survivors``, else
     :class:`ProtocolAborted` naming the rule (nothing has been released when the server calls this;
     ``party``: the client that checks, in the active variant, the U3 it is asked to sign).
