@@ -380,7 +380,8 @@ class Client:
         rules.require("consistency-check", len(u3), self.threshold, "|U3|", self.id)
         # the survivor policy, checked by the client too: a lying server that skipped it would otherwise
         # collect the shares that unmask a component's partial sum (secagg.rules)
-        rules.check_survivor_policy("consistency-check", self.graph, s3, self.min_survivors, self.id)
+        rules.check_survivor_policy("consistency-check", self.graph, s3, self.min_survivors, self.id,
+                                    self.params.tolerate)
         self._u3 = u3
         self.views["U3"] = s3
         assert self._signing_key is not None

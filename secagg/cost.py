@@ -313,7 +313,7 @@ def _params_key(p) -> tuple:  # noqa: ANN001 - SessionParams
     g = p.graph
     return (p.protocol, p.n, p.dim, p.modulus, g.n, g.k, bool(g.is_complete),
             None if g.is_complete else tuple(g.ring_order()), p.threshold, p.variant.value,
-            tuple(sorted(p.schedule.items())), p.min_survivors, p.commit_self_masks)
+            tuple(sorted(p.schedule.items())), p.min_survivors, p.commit_self_masks, p.tolerate)
 
 
 def _run_params(params, *, cache: bool = True) -> ModelRun:  # noqa: ANN001 - SessionParams

@@ -189,7 +189,8 @@ class ModularServer:
         u3 = frozenset(self._collect(uploads, self.sets["U2"]))
         self.sets["U3"] = u3
         self._need(Round.MASKED_INPUT, len(u3), "|U3|")
-        self._rule(rules.check_survivor_policy, Round.MASKED_INPUT, self.graph, u3, self.min_survivors)
+        self._rule(rules.check_survivor_policy, Round.MASKED_INPUT, self.graph, u3, self.min_survivors, None,
+                   self.params.tolerate)
         if self.active:
             size = msg.consistency_request_size(len(u3))
             return {u: Token("consistency-request", size, u3) for u in sorted(u3)}

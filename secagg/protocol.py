@@ -257,6 +257,10 @@ class SessionParams:
         protocol: the protocol's name in :data:`PROTOCOLS`.
         commit_self_masks: opt-in self-mask commitments (every client commits to ``b_u`` in round 1, the
             server checks each reconstructed ``b_u`` against it; :func:`run_secure_aggregation`).
+        tolerate: the survivor policy's robustness bound (``adaptive=True`` on SecAgg+: ``floor(gamma
+            n)``; else 0): ``G[U3 \\ S]`` must stay connected for every ``S`` of that many survivors
+            (:func:`secagg.rules.check_survivor_policy`), checked by the server and, in the active
+            variant, by every client on the U3 it signs.
     """
 
     n: int
@@ -274,6 +278,7 @@ class SessionParams:
     protocol: str = "bonawitz"
     root: Drbg | None = field(default=None, repr=False, compare=False)
     commit_self_masks: bool = False
+    tolerate: int = 0
 
     @property
     def rounds(self) -> tuple[Round, ...]:
@@ -304,6 +309,7 @@ class SessionParams:
         protocol: str = "bonawitz",
         derive_session: bool = True,
         commit_self_masks: bool = False,
+        adaptive: bool = False,
     ) -> "SessionParams":
         """Validate every argument (InvalidInput before anything runs) and derive the graph, threshold,
         session id and survivor bound from ``seed`` (module docstring). ``derive_session=False`` (the
@@ -314,6 +320,10 @@ class SessionParams:
             raise InvalidInput(f"commit_self_masks must be a bool, got {commit_self_masks!r}")
         if commit_self_masks and protocol == "plaintext":
             raise InvalidInput("protocol='plaintext' has no self masks to commit to")
+        if not isinstance(adaptive, bool):
+            raise InvalidInput(f"adaptive must be a bool, got {adaptive!r}")
+        if adaptive and protocol == "plaintext":
+            raise InvalidInput("protocol='plaintext' hides nothing: adaptive does not apply")
         var = _variant(variant)
         if graph not in GRAPHS:
             raise InvalidInput(f"graph must be one of {GRAPHS}, got {graph!r}")
@@ -340,8 +350,9 @@ class SessionParams:
         d_policy = (delta if delta is not None else rules.DEFAULT_DROPOUT_FRACTION) if sparse else (
             delta if graph == "complete" else None)
         ms = rules.min_survivors_for(n, t, sparse=sparse, delta=d_policy, min_survivors=min_survivors)
+        tol = _adaptive_tolerance(n, g, t, var, gamma) if adaptive and sparse else 0
         return cls(n, dim, modulus, t, g, graph, var, session, types.MappingProxyType(schedule), ms, d_policy,
-                   gamma if sparse else None, protocol, root, commit_self_masks)
+                   gamma if sparse else None, protocol, root, commit_self_masks, tol)
 
     @classmethod
     def from_args(cls, args, n: int, dim: int, modulus: int, **overrides: object) -> "SessionParams":  # noqa: ANN001
@@ -413,14 +424,41 @@ class SessionParams:
         return (_unpickle_params, (state,))
 
     def guarantee(self, u3: frozenset[int]) -> Guarantee:
-        """What a completed session with survivors ``u3`` guarantees (:class:`secagg.rules.Guarantee`)."""
-        return Guarantee(len(u3), self.min_survivors, True, self.delta, self.gamma, self.threshold)
+        """What a completed session with survivors ``u3`` guarantees (:class:`secagg.rules.Guarantee`):
+        the survivor bound, the designed ``delta`` and ``gamma``, and how many corrupt clients, chosen in
+        any way, these survivors withstand (:func:`secagg.rules.survivor_tolerance`,
+        :func:`secagg.rules.adaptive_corrupt_bound`)."""
+        u3 = frozenset(u3)
+        if self.protocol == "plaintext":  # nothing is hidden: no corrupt-client bound to state
+            return Guarantee(len(u3), self.min_survivors, True, self.delta, self.gamma, self.threshold)
+        tol = rules.survivor_tolerance(self.graph, u3)
+        anyc = rules.adaptive_corrupt_bound(tol, self.threshold, self.graph.holders_per_client,
+                                            self.variant is Variant.ACTIVE)
+        corrupt = None if self.gamma is None else rules.floor_fraction(self.n, self.gamma)
+        return Guarantee(len(u3), self.min_survivors, True, self.delta, self.gamma, self.threshold, tol, anyc, corrupt)
 
 
 def _unpickle_params(state: dict) -> SessionParams:
     state = dict(state)
     state["schedule"] = types.MappingProxyType(state["schedule"])
     return SessionParams(**state)
+
+
+def _adaptive_tolerance(n: int, graph: Graph, t: int, variant: Variant, gamma: float) -> int:
+    """``adaptive=True`` on SecAgg+: the survivor tolerance to enforce, ``floor(gamma n)``, after checking
+    that the threshold can support a guarantee for corrupt clients chosen after seeing the graph
+    (:func:`secagg.rules.adaptive_corrupt_bound`); InvalidInput when no survivor check can certify it."""
+    b = rules.floor_fraction(n, gamma)
+    h = graph.holders_per_client
+    active = variant is Variant.ACTIVE
+    if rules.adaptive_corrupt_bound(b, t, h, active) < b:
+        need = f"t > {b}" + (f" and 2t > {h + b}" if active else "")
+        raise InvalidInput(
+            f"adaptive=True needs {need} for floor(gamma n) = {b} corrupt clients (got k = {graph.k}, t = {t}): "
+            f"corrupt clients chosen after seeing the graph could otherwise hold t shares of one client, which no "
+            f"survivor check can detect; use the complete graph, larger neighbours= and threshold=, or a smaller corrupt_fraction"
+        )
+    return b
 
 
 def parse_drop_spec(spec: str) -> tuple[int, str]:
@@ -616,6 +654,15 @@ def run_secure_aggregation(
                 shares (32 bytes, +64 signed, per client); the server checks every reconstructed ``b_u``
                 against it, so wrong shares beyond the decoding radius abort instead of corrupting the
                 sum. Off (default): the paper's wire format.
+            adaptive: opt-in (SecAgg+): guarantee privacy against ``floor(gamma n)`` corrupt clients and
+                dropouts chosen *after* seeing the public graph, not only against ones independent of
+                its random relabelling (Bell et al.'s model). Requires ``t > floor(gamma n)`` (and
+                ``2t > k + 1 + floor(gamma n)`` in the active variant; InvalidInput otherwise, since no
+                check could certify it), and aborts (rule ``survivors-robust``) unless the survivors' graph
+                stays connected after removing any ``floor(gamma n)`` of them. Satisfiable only while
+                ``floor(gamma n) < k``: a few hundred clients at ``gamma = 0.05`` (docs/protocol.md,
+                "Survivor policy"). No effect on the complete graph, whose guarantee (fewer than t
+                corrupt clients) already holds for any choice of them.
         server_class: alternative Server (tests: malicious servers). interceptor: hook on the wire.
         workers: run the clients' computations in this many forked worker processes (``1``, the
             default: in-process). Same result, ledger and errors for any value (module docstring).

@@ -31,13 +31,32 @@ asks for any share, so nothing is released when it fails:
   partial sum from what it legitimately holds (one breadth-first search; always true on the complete
   graph);
 * ``|U3| >= min_survivors``. On SecAgg+ ``min_survivors = ceil((1 - delta) n)`` with ``delta`` the
-  dropout fraction the graph was designed for. Bell et al. (CCS 2020) prove their semi-honest and
-  semi-malicious constructions secure against an adversary controlling the server and a ``gamma``
-  fraction of the clients *with at most a ``delta`` fraction of dropouts* (their security theorems and
-  the (k, t) parameter analysis both assume it): the bound is what keeps every survivor's neighbourhood
-  above ``t`` and ``G[U3]`` connected with overwhelming probability. Google's fcp SecAgg+ server
+  dropout fraction the graph was designed for. Bell et al. (CCS 2020) give security in the
+  semi-honest and semi-malicious settings against an adversary controlling the server and a fraction
+  of the clients, and correctness with a bounded fraction of dropouts; the (k, t) analysis assumes at
+  most ``floor(delta n)`` dropouts: the bound is what keeps every survivor's neighbourhood above ``t``
+  and ``G[U3]`` connected with overwhelming probability. Google's fcp SecAgg+ server
   likewise refuses to proceed below that minimum number of clients. On the complete graph ``min_survivors``
   defaults to ``t`` (the original protocol's rule); a caller may raise it or give ``delta``.
+
+What the policy cannot see: the corrupt clients. A live corrupt client in U3 keeps ``G[U3]`` connected
+while revealing its own mask keys, so privacy needs the *honest* survivors' graph ``G[U3 \\ C]``
+connected. On SecAgg+ that, and "no client has ``t`` corrupt holders", hold with probability
+``1 - 2^-40`` over the session's random relabelling **for a corrupt set and a dropout set fixed
+independently of that relabelling** (the finder's union bounds place a fixed bad set of
+``floor(gamma n) + floor(delta n)`` clients on a uniformly random ring). An adversary that chooses the
+corrupt clients, or the dropouts, after seeing the public graph is outside that model: at most
+``k - 2`` dropouts placed around live corrupt clients on two arcs of the ring split the honest
+survivors while ``G[U3]`` stays connected, and the finder's ``k`` grows only logarithmically while
+``floor(delta n)`` grows linearly (``k = 30 < floor(delta n) = 50`` at ``n = 1000``,
+``gamma = delta = 0.05``). What does hold for *any* placement is measured exactly by :func:`survivor_tolerance`
+(``s``: removing any ``s`` survivors leaves ``G[U3]`` connected) and reported by :class:`Guarantee`:
+any set of at most ``min(s, t - 1)`` corrupt clients (``min(s, t - 1, 2t - h - 1)`` in the active
+variant), however chosen, learns nothing beyond the sum. ``check_survivor_policy(..., tolerate=c)``
+enforces ``s >= c`` before anything is released (rule ``survivors-robust``; a session's
+``adaptive=True`` sets ``c = floor(gamma n)``, :class:`secagg.protocol.SessionParams`); requiring
+``s >= floor(gamma n)`` is satisfiable only while ``floor(gamma n) < k`` (the Harary graph's vertex
+connectivity is ``k``), i.e. for ``n`` below roughly ``k / gamma``.
 """
 
 from __future__ import annotations
@@ -65,7 +84,10 @@ __all__ = [
     "check_shares_received",
     "min_survivors_for",
     "survivor_components",
+    "survivor_tolerance",
+    "floor_fraction",
     "check_survivor_policy",
+    "adaptive_corrupt_bound",
     "Guarantee",
     "DEFAULT_DROPOUT_FRACTION",
 ]
@@ -241,17 +263,94 @@ def _ceil_fraction(n: int, delta: float) -> int:
     return int(math.ceil((1 - d) * n))
 
 
+def floor_fraction(n: int, fraction: float) -> int:
+    """``floor(fraction * n)`` exactly from the fraction's decimal representation, as the (k, t) finder
+    counts corrupt clients (``floor(gamma n)``)."""
+    from fractions import Fraction
+
+    return int(math.floor(Fraction(repr(float(fraction))) * n))
+
+
 def survivor_components(graph, nodes: frozenset[int]) -> list[frozenset[int]]:  # noqa: ANN001 - secagg.graph.Graph
     """Connected components of the induced graph ``G[nodes]`` (:meth:`secagg.graph.Graph.components`:
     one breadth-first search; the complete graph's induced graph is connected whenever it is non-empty)."""
     return graph.components(frozenset(nodes))
 
 
+def survivor_tolerance(graph, nodes: frozenset[int]) -> int:  # noqa: ANN001 - secagg.graph.Graph
+    """The largest ``s`` such that ``G[nodes \\ S]`` is connected for *every* ``S`` of at most ``s``
+    nodes of ``nodes``: the vertex connectivity of ``G[nodes]`` minus one, or ``|nodes| - 1`` when no
+    removal disconnects it (a complete induced graph). 0 when ``G[nodes]`` is already disconnected.
+
+    This is what survives an adversary that picks its corrupt survivors *after* seeing the graph: a
+    corrupt client reveals its mask keys, so honest survivors are hidden from each other's partial sums
+    only through ``G[U3 \\ C]``, which stays connected for any ``C`` with ``|C| <= s``.
+
+    Complete graph: ``|nodes| - 1``. Harary graph ``H(k, n)`` (ring positions, ``h = k/2``): two survivors
+    at ring distance ``<= h`` are adjacent, so ``G[X]`` splits exactly when two runs of ``h``
+    consecutive positions hold no member of ``X`` and both arcs between them do. A minimum separator is
+    therefore ``X`` restricted to two such windows ``W_i = [i, i + h)``, ``W_j``:
+    ``kappa = min_i (c_i + min_{j in J_i} c_j)``, ``c_i = |X ∩ W_i|``, where ``J_i`` (the ``j`` that
+    leave a member of ``X`` on both arcs) is an interval of the unrolled ring. One prefix sum and a
+    sparse table of range minima: ``O(n log n)`` array operations.
+    """
+    nodes = frozenset(nodes)
+    m = len(nodes)
+    if m <= 1:
+        return 0
+    if len(survivor_components(graph, nodes)) > 1:
+        return 0
+    if graph.is_complete:
+        return m - 1
+    import numpy as np
+
+    n, h = graph.n, graph.k // 2
+    order = graph.ring_order()
+    x = np.fromiter((u in nodes for u in order), dtype=np.int64, count=n)
+    x3 = np.concatenate([x, x, x])  # unrolled ring, positions 0 .. 3n - 1
+    cum = np.concatenate([[0], np.cumsum(x3)])
+    c = cum[h:h + 3 * n - h + 1] - cum[:3 * n - h + 1]  # c[q] = |X ∩ [q, q + h)| for q in [0, 3n - h]
+    pos = np.flatnonzero(x3)  # members' positions, unrolled
+    i = np.arange(n)
+    # first member at or after i + h, last member at or before i + n - 1 (both exist: m >= 2, positions < 3n)
+    nx = pos[np.searchsorted(pos, i + h, side="left")]
+    px = pos[np.searchsorted(pos, i + n - 1, side="right") - 1]
+    lo, hi = nx + 1, px - h  # j in [lo, hi]: arc [i + h, j) and arc [j + h, i + n) each hold a member
+    ok = lo <= hi
+    if not ok.any():
+        return m - 1
+    lo, hi, ii = lo[ok], hi[ok], i[ok]
+    # sparse table of minima over c
+    table = [c]
+    span = 1
+    while 2 * span <= len(c):
+        prev = table[-1]
+        table.append(np.minimum(prev[:-span], prev[span:]))
+        span *= 2
+    length = hi - lo + 1
+    lev = np.floor(np.log2(length)).astype(np.int64)
+    best = np.empty(len(lo), dtype=np.int64)
+    for L in np.unique(lev):
+        sel = lev == L
+        tab = table[int(L)]
+        a, b = lo[sel], hi[sel] - (1 << int(L)) + 1
+        best[sel] = np.minimum(tab[a], tab[b])
+    kappa = int((c[ii] + best).min())
+    return min(kappa - 1, m - 1)
+
+
 def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: int,  # noqa: ANN001
-                          party: int | None = None) -> None:
+                          party: int | None = None, tolerate: int = 0) -> None:
     """The survivor policy (module docstring): ``G[U3]`` connected and ``|U3| >= min_survivors``, else
     :class:`ProtocolAborted` naming the rule (nothing has been released when the server calls this;
-    ``party``: the client that checks, in the active variant, the U3 it is asked to sign)."""
+    ``party``: the client that checks, in the active variant, the U3 it is asked to sign).
+
+    ``tolerate = c > 0`` also requires ``G[U3 \\ S]`` connected for every ``S`` of at most ``c``
+    survivors (:func:`survivor_tolerance` ``>= c``; rule ``survivors-robust``): the honest survivors
+    stay connected whichever ``c`` live clients are corrupt, however they were chosen. ``tolerate = 0``
+    is the connectivity rule alone."""
+    if isinstance(tolerate, bool) or not isinstance(tolerate, int) or tolerate < 0:
+        raise InvalidInput(f"tolerate must be an int >= 0, got {tolerate!r}")
     if len(u3) < min_survivors:
         raise ProtocolAborted(
             str(round),
@@ -268,6 +367,28 @@ def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: 
             f"unmasking would reveal each component's partial sum",
             party, rule="survivors-connected",
         )
+    if tolerate:
+        s = survivor_tolerance(graph, u3)
+        if s < tolerate:
+            raise ProtocolAborted(
+                str(round),
+                f"survivor policy: removing {s + 1} of the {len(u3)} survivors can split G[U3] (it must stay "
+                f"connected after removing any {tolerate}); corrupt survivors there would expose honest partial sums",
+                party, rule="survivors-robust",
+            )
+
+
+def adaptive_corrupt_bound(tolerance: int, threshold: int, holders: int, active: bool) -> int:
+    """The most corrupt clients that, *however chosen* (after seeing the graph), learn nothing beyond the
+    sum with these survivors: ``min(tolerance, t - 1)``, and ``2t - h - 1`` more in the active variant
+    (``h`` holders of each client's shares). ``t - 1``: fewer than ``t`` corrupt holders of any client
+    (the complete graph's bound of Bonawitz et al., for any dropouts); ``tolerance``
+    (:func:`survivor_tolerance`): the honest survivors' graph stays connected; ``2t > h + n_C``: the
+    active variant's split-view bound."""
+    c = min(int(tolerance), int(threshold) - 1)
+    if active:
+        c = min(c, 2 * int(threshold) - int(holders) - 1)
+    return max(c, 0)
 
 
 @dataclass(frozen=True)
@@ -281,6 +402,16 @@ class Guarantee:
         delta: dropout fraction the graph was designed for (None: complete graph without a declared delta).
         gamma: corrupt fraction the graph was designed for (None on the complete graph).
         threshold: Shamir threshold t.
+        tolerance: :func:`survivor_tolerance` of U3 (None: not computed).
+        any_corrupt: :func:`adaptive_corrupt_bound`: up to this many corrupt clients, chosen in any way
+            (knowing the graph), learn nothing beyond the sum with these survivors (None: not computed).
+        corrupt: ``floor(gamma n)``, the corrupt clients the SecAgg+ graph was designed for (None on
+            the complete graph).
+
+    On SecAgg+ the guarantee for ``corrupt`` clients is Bell et al.'s: it holds with probability
+    ``1 - 2^-40`` over the session's random relabelling for corrupt clients and dropouts fixed
+    independently of that relabelling. :attr:`adaptive` tells whether this run's survivors also meet it
+    for any placement; ``str()`` states which (module docstring).
     """
 
     survivors: int
@@ -289,6 +420,18 @@ class Guarantee:
     delta: float | None
     gamma: float | None
     threshold: int
+    tolerance: int | None = None
+    any_corrupt: int | None = None
+    corrupt: int | None = None
+
+    @property
+    def adaptive(self) -> bool | None:
+        """SecAgg+: whether the guarantee for ``corrupt`` clients holds here for any choice of the
+        corrupt clients and the dropouts (``any_corrupt >= corrupt``), not only for ones independent of
+        the graph. None when not computed or on the complete graph (where no graph assumption is made)."""
+        if self.corrupt is None or self.any_corrupt is None:
+            return None
+        return self.any_corrupt >= self.corrupt
 
     def __str__(self) -> str:
         s = f"sum of {self.survivors} >= {self.min_survivors} inputs, graph of survivors connected, t = {self.threshold}"
@@ -296,4 +439,14 @@ class Guarantee:
             s += f", designed for delta = {self.delta:g}"
         if self.gamma is not None:
             s += f", gamma = {self.gamma:g}"
-        return s
+        if self.any_corrupt is None:
+            return s
+        if self.corrupt is None:
+            return s + f"; holds for any {self.any_corrupt} corrupt clients, however chosen, and any dropouts"
+        if self.adaptive:
+            return s + (f"; holds for any {self.corrupt} = floor(gamma n) corrupt clients, however chosen, with "
+                        f"these survivors (G[U3] stays connected without any {self.tolerance} of them)")
+        return s + (f"; for {self.corrupt} = floor(gamma n) corrupt clients it assumes that they and the "
+                    f"dropouts were fixed independently of the session's random graph (Bell et al.'s model: "
+                    f"probability over the relabelling); any {self.any_corrupt}, chosen knowing the graph, learn "
+                    f"nothing beyond the sum")

@@ -363,7 +363,8 @@ class Server:
     def check_survivors(self, u3: frozenset[int]) -> None:
         """The survivor policy (:func:`secagg.rules.check_survivor_policy`), before any share is asked
         for: ``G[U3]`` connected and ``|U3| >= min_survivors``, else abort with nothing released."""
-        self._rule(rules.check_survivor_policy, "masked-input", self.graph, u3, self.min_survivors)
+        self._rule(rules.check_survivor_policy, "masked-input", self.graph, u3, self.min_survivors, None,
+                   self.params.tolerate)
 
     def consistency_request_for(self, u: int) -> ConsistencyRequest:
         """The U3 list sent to client ``u`` for signing (override to misbehave)."""
