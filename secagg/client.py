@@ -367,6 +367,11 @@ class Client:
     def _consistency_check(self, data: bytes) -> bytes:
         msg = ConsistencyRequest.from_bytes(data)
         self._check_header(msg, "masked-input")
+        want = None if self.graph.is_complete else self.graph.n
+        if msg.universe != want:
+            form = "an id list" if msg.universe is None else f"a bitmap over {msg.universe} clients"
+            expected = "an id list" if want is None else f"a bitmap over the {want} clients"
+            raise ProtocolViolation(f"U3 sent as {form}; this graph expects {expected}")
         u3 = msg.survivors
         s3 = frozenset(u3)
         if self.id not in s3:
@@ -415,9 +420,16 @@ class Client:
             assert self._u3 is not None
             u3 = frozenset(self._u3)
             sig_ids = [v for v, _ in msg.signatures]
-            if not set(sig_ids) <= u3:
+            signers = frozenset(sig_ids)
+            if not signers <= u3:
                 raise InconsistentView("U4 (signers) is not a subset of the U3 this client signed")
-            rules.require("unmasking", len(sig_ids), self.threshold, "|U4|", self.id)
+            if not self.graph.is_complete:
+                # SecAgg+: only the holders of this client's peers' shares matter (N2[u], O(k) of them)
+                outside = sorted(signers - self.graph.two_hop_neighbourhood(self.id))
+                if outside:
+                    raise ProtocolViolation(f"signatures of clients {outside[:5]} outside this client's two-hop neighbourhood")
+            # per peer v to reveal a share of: t signers among N(v) ∪ {v} (complete graph: |U4| >= t)
+            rules.check_signers("unmasking", self.graph, u2, signers, self.threshold, self.id)
             payload = consistency_payload(self.session, self._u3)
             for v, sig in msg.signatures:
                 pk = self._pki.get(v)
@@ -432,7 +444,7 @@ class Client:
                 raise ProtocolViolation(f"server declares clients {declared_dead[:5]} dropped although they are in the signed U3")
             if surv != u3 & u2:
                 raise InconsistentView("unmasking request disagrees with the signed U3")
-            self.views["U4"] = frozenset(sig_ids)
+            self.views["U4"] = signers
         else:
             self.views["U3"] = surv
             self.views["U4"] = surv
