@@ -39,9 +39,14 @@ peer; Bonawitz et al. require ``t > (n + n_C) / 2`` for active security.
   ``y_u = x_u + PRG(b_u) + sum_{v in V2(u), v != u} sigma_{u,v} PRG(s_{u,v})  (mod M)`` with
   ``s_{u,v} = HKDF(KA(s_sk_u, s_pk_v); session, "pairwise-mask", min(u,v), max(u,v))`` and
   ``sigma_{u,v} = +1 if u > v else -1``, so ``p_{u,v} + p_{v,u} = 0``; uploads ``y_u`` packed.
-* :meth:`Client.consistency_check` (round 3, active only): signs ``(session, U3)``.
-* :meth:`Client.unmasking` (round 4): verifies (active) every signature of ``U4`` over its own ``U3``
-  (:class:`~secagg.errors.InconsistentView` otherwise), checks the server's request (survivors and
+* :meth:`Client.consistency_check` (round 3, active only): receives the whole U3 (an id list on the
+  complete graph, an ``n``-bit bitmap on SecAgg+), checks the survivor policy on it, signs ``(session, U3)``.
+* :meth:`Client.unmasking` (round 4): verifies (active) every forwarded signature over its own ``U3``
+  (:class:`~secagg.errors.InconsistentView` otherwise; on SecAgg+ the server forwards those of the
+  two-hop neighbourhood ``N2[u]`` only and a signer outside it is refused) and requires, for every peer
+  ``v`` it reveals a share of, ``t`` signers among ``N(v) ∪ {v}`` (:func:`secagg.rules.check_signers`:
+  two honest holders of ``v`` that reveal different share types would each need ``t`` signatures of
+  different U3 from those ``k + 1`` clients, so ``2t <= k + 1 + n_C(v)``), checks the server's request (survivors and
   dropped partition exactly its ``V2(u)``; no peer in both; itself a survivor; active: survivors are
   exactly the signed ``U3``), decrypts every ciphertext checking the ``(u, v, session)`` header, and
   sends ``b`` shares of survivors and ``s_sk`` shares of dropped peers, **never both for one peer**.
@@ -137,7 +142,8 @@ class Client:
         aborted: the error that made this client abort, or None.
         released: ``peer -> share types revealed for it`` (``"b"``, ``"s_sk"``); never both.
         views: the sets this client saw (``"U1"``, ``"U2"``, ``"U3"``, ``"U4"``), restricted to its
-            neighbourhood except ``U3``/``U4`` in the active variant.
+            neighbourhood except ``U3`` in the active variant (all of it) and ``U4`` there (all of it on
+            the complete graph, its two-hop neighbourhood's signers on SecAgg+).
     """
 
     def __init__(

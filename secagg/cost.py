@@ -196,6 +196,10 @@ def our_model(
     A client ``u`` in a set ``S`` has ``k (|S| - 1) / (n - 1)`` neighbours in ``S`` (exact for the complete
     graph, the expectation under a random relabelling of the Harary graph otherwise; ``exact`` says which).
     Message sizes: :mod:`secagg.messages` (affine in the counts, so expected sizes are exact expectations).
+    Active SecAgg+ (``k < n - 1``): the consistency request is the ``ceil(n / 8)``-byte U3 bitmap and a
+    client of U4 receives the signatures of ``U4 ∩ N2[u]``, ``1 + (min(2k + 1, n) - 1)(|U4| - 1)/(n - 1)``
+    in expectation (``min(2k + 1, n)`` exactly without dropouts). ``k = n - 1`` prices the complete graph's
+    id list (a Harary graph of degree ``n - 1``, odd ``n``, is complete but sends the bitmap).
     """
     msg = _sizes()
     _check_pos(n, "n")

@@ -35,6 +35,7 @@ Exact layouts (body = what follows the 22-byte header; ``[x]`` present only in t
     4    ciphertexts            down  1                 m u32 | m x (sender u32 | ciphertext C)       22 + 4 + m (4 + C)
     5    masked-input           up    2                 dim u32 | W u8 | packed vector P(dim)         22 + 5 + P(dim)
     6    consistency-request    down  2 (active only)   m u32 | m x id u32   (all of U3)              22 + 4 + 4m
+                                                        SecAgg+: n u32 | bitmap ceil(n/8) B            22 + 4 + ceil(n/8)
     7    consistency-signature  up    3 (active only)   sig G over consistency_payload(session, U3)   22 + G
     8    unmasking-request      down  2 (hbc) or        ns u32 | ns x id u32 | nd u32 | nd x id u32   22 + 12 + 4 (ns + nd)
                                       3 (active)        | ng u32 | ng x (id u32 | sig G)                 + ng (4 + G)
@@ -49,8 +50,11 @@ Who gets what (so the analytical model can count messages; ``H(u)`` = holders of
 u's share-keys message has ``|H(u)| - 1`` ciphertexts, ``H(u) = U1 ∩ (N(u) ∪ {u})`` as u saw it; the
 ciphertexts message to u has one entry per ``v in U2 ∩ N(u)``; the unmasking request to u lists
 ``ns = |U3 ∩ (N(u) ∪ {u})|`` survivors (including u), ``nd = |(U2 \\ U3) ∩ N(u)|`` dropped peers and,
-in the active variant, ``ng = |U4|`` signatures (0 for honest-but-curious); u answers with ``nb = ns``
-self-mask shares and ``nk = nd`` key shares. The consistency request (active only) lists all of U3.
+in the active variant, ``ng = |U4|`` signatures on the complete graph, ``ng = |U4 ∩ N2[u]|`` on SecAgg+
+(``N2[u]`` the two-hop neighbourhood, :func:`secagg.rules.signers_for`), 0 for honest-but-curious; u
+answers with ``nb = ns`` self-mask shares and ``nk = nd`` key shares. The consistency request (active
+only) carries all of U3: an id list on the complete graph, an ``n``-bit bitmap on SecAgg+
+(:class:`ConsistencyRequest`).
 Recipients: key lists go to every u in U1, ciphertexts to every u in U2, the consistency request to
 every u in U3, the unmasking request to every u in U3 (honest-but-curious) or U4 (active); uploads of
 round r come from U_{r+1} (U5 = unmasking responders). A server message is sent (and counted) even

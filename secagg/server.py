@@ -36,6 +36,10 @@ Messages a client sends that fail to parse or disagree with the server's state (
 round, sender, recipients) are *rejected*: the client is treated as dropped and the error kept in
 :attr:`Server.rejected`; the protocol continues if the threshold still holds.
 
+Active variant: each client of U3 receives all of U3 to sign (an ``n``-bit bitmap on SecAgg+) and,
+with its unmasking request, the signatures of :func:`secagg.rules.signers_for` (all of U4 on the
+complete graph, the two-hop neighbourhood's on SecAgg+: ``O(k)`` of them, not ``Theta(n)``).
+
 Malicious servers for tests subclass :class:`Server` and override the message builders
 (:meth:`key_list_for`, :meth:`ciphertexts_for`, :meth:`consistency_request_for`,
 :meth:`unmasking_request_for`) or the round methods.
