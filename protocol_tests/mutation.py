@@ -41,6 +41,7 @@ _PRG = "protocol_tests/test_secagg_prg.py"
 _PROTO = "protocol_tests/test_secagg_protocol.py"
 _MSG = "protocol_tests/test_secagg_messages.py"
 _SHAMIR = "protocol_tests/test_secagg_shamir.py"
+_SPLUS = "protocol_tests/test_active_splus_consistency.py"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Mutation:
 MUTATIONS: tuple[Mutation, ...] = (
     # --- signature checks -------------------------------------------------------------------------
     Mutation("client-first-signature-only", "client verifies only the first forwarded round-3 signature",
-             "secagg/client.py", "for v, sig in msg.signatures:", "for v, sig in msg.signatures[:1]:", (_MUT, _ADV)),
+             "secagg/client.py", "for v, sig in msg.signatures:", "for v, sig in msg.signatures[:1]:", (_MUT, _ADV, _SPLUS)),
     Mutation("consistency-not-session-bound", "the round-3 signed payload omits the session",
              "secagg/messages.py", 'return b"secagg/consistency/v1" + session + _ids_bytes',
              'return b"secagg/consistency/v1" + _ids_bytes', (_MUT, _ADV)),
@@ -96,6 +97,20 @@ MUTATIONS: tuple[Mutation, ...] = (
              "secagg/server.py", "_low_order_probe().agree(pk)", "pass", (_ROB,)),
     Mutation("server-skips-duplicate-keys", "server forwards duplicated public keys",
              "secagg/server.py", "if count[c_pk] > 1 or count[s_pk] > 1:", "if False:", (_ROB,)),
+    # --- active SecAgg+: the consistency round in two-hop neighbourhoods -------------------------
+    Mutation("splus-client-skips-per-peer-count", "client reveals without t signers among each peer's closed neighbourhood",
+             "secagg/client.py", 'rules.check_signers("unmasking", self.graph, u2, signers, self.threshold, self.id)', "pass",
+             (_SPLUS,)),
+    Mutation("splus-signer-outside-closed-neighbourhood", "a signer anywhere counts for every peer (not only N(v) ∪ {v})",
+             "secagg/rules.py", "c = len(graph.closed_neighbourhood(v) & signers)", "c = len(signers)", (_SPLUS,)),
+    Mutation("splus-client-accepts-far-signers", "client accepts signatures from outside its two-hop neighbourhood",
+             "secagg/client.py", "                if outside:\n                    raise ProtocolViolation(f\"signatures of clients",
+             "                if False:\n                    raise ProtocolViolation(f\"signatures of clients", (_SPLUS,)),
+    Mutation("splus-server-forwards-all-signatures", "server forwards every signature of U4 (a Theta(n) download)",
+             "secagg/server.py", 'signers = rules.signers_for(self.graph, u, self.sets["U4"])', 'signers = self.sets["U4"]',
+             (_SPLUS,)),
+    Mutation("splus-bitmap-ignores-padding", "the U3 bitmap parser accepts nonzero padding bits (two encodings)",
+             "secagg/messages.py", "if bits[n:].any():", "if False:", (_SPLUS, _MSG)),
     # --- reconstruction ---------------------------------------------------------------------------
     Mutation("reconstruct-from-t-only", "server reconstructs from the t smallest ids, ignoring the others",
              "secagg/reconstruct.py", "    if r > t:\n", "    if False:\n", (_ROB,)),
@@ -140,7 +155,7 @@ MUTATIONS: tuple[Mutation, ...] = (
 
 def _copy_tree(dst: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache")
-    for name in ("secagg", "protocol_tests"):
+    for name in ("secagg", "protocol_tests", "docs"):  # docs: tests hold its tables to the code
         shutil.copytree(ROOT / name, dst / name, ignore=ignore)
     shutil.copy2(ROOT / "pyproject.toml", dst / "pyproject.toml")
 

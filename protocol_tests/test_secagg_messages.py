@@ -101,6 +101,10 @@ def messages(draw):
     if kind == "masked-input":
         return draw(masked_inputs())[0]
     if kind == "consistency-request":
+        if draw(st.booleans()):  # SecAgg+: U3 as a bitmap over the n clients
+            ids = draw(st.lists(st.integers(0, 300), max_size=12, unique=True).map(lambda x: tuple(sorted(x))))
+            universe = draw(st.integers(max(ids, default=0) + 1, 320))
+            return ConsistencyRequest("masked-input", s, p, ids, universe)
         return ConsistencyRequest("masked-input", s, p, draw(id_lists))
     if kind == "consistency-signature":
         return ConsistencySignature("consistency-check", s, p, draw(st.binary(min_size=64, max_size=64)))
@@ -122,7 +126,7 @@ def _expected_size(msg) -> int:  # noqa: ANN001
     if isinstance(msg, MaskedInput):
         return HEADER_SIZE + 5 + (msg.dim * msg.width + 7) // 8
     if isinstance(msg, ConsistencyRequest):
-        return consistency_request_size(len(msg.survivors))
+        return consistency_request_size(len(msg.survivors), msg.universe)
     if isinstance(msg, ConsistencySignature):
         return consistency_signature_size()
     if isinstance(msg, UnmaskingRequest):

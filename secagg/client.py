@@ -39,9 +39,14 @@ peer; Bonawitz et al. require ``t > (n + n_C) / 2`` for active security.
   ``y_u = x_u + PRG(b_u) + sum_{v in V2(u), v != u} sigma_{u,v} PRG(s_{u,v})  (mod M)`` with
   ``s_{u,v} = HKDF(KA(s_sk_u, s_pk_v); session, "pairwise-mask", min(u,v), max(u,v))`` and
   ``sigma_{u,v} = +1 if u > v else -1``, so ``p_{u,v} + p_{v,u} = 0``; uploads ``y_u`` packed.
-* :meth:`Client.consistency_check` (round 3, active only): signs ``(session, U3)``.
-* :meth:`Client.unmasking` (round 4): verifies (active) every signature of ``U4`` over its own ``U3``
-  (:class:`~secagg.errors.InconsistentView` otherwise), checks the server's request (survivors and
+* :meth:`Client.consistency_check` (round 3, active only): receives the whole U3 (an id list on the
+  complete graph, an ``n``-bit bitmap on SecAgg+), checks the survivor policy on it, signs ``(session, U3)``.
+* :meth:`Client.unmasking` (round 4): verifies (active) every forwarded signature over its own ``U3``
+  (:class:`~secagg.errors.InconsistentView` otherwise; on SecAgg+ the server forwards those of the
+  two-hop neighbourhood ``N2[u]`` only and a signer outside it is refused) and requires, for every peer
+  ``v`` it reveals a share of, ``t`` signers among ``N(v) ∪ {v}`` (:func:`secagg.rules.check_signers`:
+  two honest holders of ``v`` that reveal different share types would each need ``t`` signatures of
+  different U3 from those ``k + 1`` clients, so ``2t <= k + 1 + n_C(v)``), checks the server's request (survivors and
   dropped partition exactly its ``V2(u)``; no peer in both; itself a survivor; active: survivors are
   exactly the signed ``U3``), decrypts every ciphertext checking the ``(u, v, session)`` header, and
   sends ``b`` shares of survivors and ``s_sk`` shares of dropped peers, **never both for one peer**.
@@ -137,7 +142,8 @@ class Client:
         aborted: the error that made this client abort, or None.
         released: ``peer -> share types revealed for it`` (``"b"``, ``"s_sk"``); never both.
         views: the sets this client saw (``"U1"``, ``"U2"``, ``"U3"``, ``"U4"``), restricted to its
-            neighbourhood except ``U3``/``U4`` in the active variant.
+            neighbourhood except ``U3`` in the active variant (all of it) and ``U4`` there (all of it on
+            the complete graph, its two-hop neighbourhood's signers on SecAgg+).
     """
 
     def __init__(
@@ -367,6 +373,11 @@ class Client:
     def _consistency_check(self, data: bytes) -> bytes:
         msg = ConsistencyRequest.from_bytes(data)
         self._check_header(msg, "masked-input")
+        want = None if self.graph.is_complete else self.graph.n
+        if msg.universe != want:
+            form = "an id list" if msg.universe is None else f"a bitmap over {msg.universe} clients"
+            expected = "an id list" if want is None else f"a bitmap over the {want} clients"
+            raise ProtocolViolation(f"U3 sent as {form}; this graph expects {expected}")
         u3 = msg.survivors
         s3 = frozenset(u3)
         if self.id not in s3:
@@ -415,9 +426,16 @@ class Client:
             assert self._u3 is not None
             u3 = frozenset(self._u3)
             sig_ids = [v for v, _ in msg.signatures]
-            if not set(sig_ids) <= u3:
+            signers = frozenset(sig_ids)
+            if not signers <= u3:
                 raise InconsistentView("U4 (signers) is not a subset of the U3 this client signed")
-            rules.require("unmasking", len(sig_ids), self.threshold, "|U4|", self.id)
+            if not self.graph.is_complete:
+                # SecAgg+: only the holders of this client's peers' shares matter (N2[u], O(k) of them)
+                outside = sorted(signers - self.graph.two_hop_neighbourhood(self.id))
+                if outside:
+                    raise ProtocolViolation(f"signatures of clients {outside[:5]} outside this client's two-hop neighbourhood")
+            # per peer v to reveal a share of: t signers among N(v) ∪ {v} (complete graph: |U4| >= t)
+            rules.check_signers("unmasking", self.graph, u2, signers, self.threshold, self.id)
             payload = consistency_payload(self.session, self._u3)
             for v, sig in msg.signatures:
                 pk = self._pki.get(v)
@@ -432,7 +450,7 @@ class Client:
                 raise ProtocolViolation(f"server declares clients {declared_dead[:5]} dropped although they are in the signed U3")
             if surv != u3 & u2:
                 raise InconsistentView("unmasking request disagrees with the signed U3")
-            self.views["U4"] = frozenset(sig_ids)
+            self.views["U4"] = signers
         else:
             self.views["U3"] = surv
             self.views["U4"] = surv

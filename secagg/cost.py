@@ -196,6 +196,10 @@ def our_model(
     A client ``u`` in a set ``S`` has ``k (|S| - 1) / (n - 1)`` neighbours in ``S`` (exact for the complete
     graph, the expectation under a random relabelling of the Harary graph otherwise; ``exact`` says which).
     Message sizes: :mod:`secagg.messages` (affine in the counts, so expected sizes are exact expectations).
+    Active SecAgg+ (``k < n - 1``): the consistency request is the ``ceil(n / 8)``-byte U3 bitmap and a
+    client of U4 receives the signatures of ``U4 ∩ N2[u]``, ``1 + (min(2k + 1, n) - 1)(|U4| - 1)/(n - 1)``
+    in expectation (``min(2k + 1, n)`` exactly without dropouts). ``k = n - 1`` prices the complete graph's
+    id list (a Harary graph of degree ``n - 1``, odd ``n``, is complete but sends the bitmap).
     """
     msg = _sizes()
     _check_pos(n, "n")
@@ -253,12 +257,19 @@ def our_model(
     rounds["share-keys"]["down"] = u2 * msg.ciphertexts_size(nb(u2, True))
     rounds["masked-input"]["up"] = u3 * masked
     req_round = "consistency-check" if active else "masked-input"
-    ng = u4 if active else 0
+    sparse = kk < n - 1
+    # active: signatures forwarded to a client of U4 -- all of U4 (complete graph), or U4 ∩ N2[u] on SecAgg+
+    # (N2[u]: the min(2k + 1, n) ring positions within k of u; u itself signed, the others are in U4 with
+    # probability (|U4| - 1) / (n - 1) under the random relabelling)
+    h2 = min(2 * kk + 1, n)
+    ng = (u4 if not sparse else 1 + (h2 - 1) * (u4 - 1) / (n - 1)) if active else 0
+    # the U3 a client signs, in full: ids (complete graph) or an n-bit bitmap (SecAgg+)
+    creq = msg.consistency_request_size(u3, n if sparse else None)
     # survivors (ns includes u itself) and dropped neighbours of a client in U3
     ns = nb(u3, True) + 1
     nd = nb(u2 - u3, False)
     if active:
-        rounds["masked-input"]["down"] += u3 * msg.consistency_request_size(u3)
+        rounds["masked-input"]["down"] += u3 * creq
         rounds["consistency-check"]["up"] = u4 * sig
         rounds[req_round]["down"] += u4 * msg.unmasking_request_size(ns, nd, ng)
     else:
@@ -269,7 +280,7 @@ def our_model(
     down_client = (
         msg.key_list_size(nb(u1, True) + 1, signed)
         + msg.ciphertexts_size(nb(u2, True))
-        + (msg.consistency_request_size(u3) if active else 0)
+        + (creq if active else 0)
         + msg.unmasking_request_size(ns, nd, ng)
     )
     total_up = sum(v["up"] for v in rounds.values())

@@ -65,7 +65,8 @@ class Graph:
 
     The protocol uses only this interface: :attr:`holders_per_client` (``h``, the clients holding shares
     of one client's secrets, itself included: ``n`` or ``k + 1``), :meth:`neighbours`,
-    :meth:`closed_neighbourhood` (``N(u) ∪ {u}``) and :meth:`are_neighbours`.
+    :meth:`closed_neighbourhood` (``N(u) ∪ {u}``), :meth:`two_hop_neighbourhood` (``N2[u]``, the
+    clients whose round-3 signatures ``u`` receives in the active variant) and :meth:`are_neighbours`.
 
     Attributes:
         n: number of nodes. k: neighbours per node excluding itself (``n - 1`` when complete).
@@ -127,6 +128,16 @@ class Graph:
         if got is None:
             got = self._closed[u] = frozenset(self.neighbours(u)) | {u}
         return got
+
+    def two_hop_neighbourhood(self, u: int) -> frozenset[int]:
+        """``N2[u]``: the union of ``N(v) ∪ {v}`` over ``v`` in ``N(u) ∪ {u}`` (the clients within two hops
+        of ``u``, ``u`` included): every holder of the shares of every peer of ``u``. Not cached (``O(k)``
+        nodes on a Harary graph, needed once per client and round)."""
+        u = self._check_node(u)
+        out: set[int] = set()
+        for v in self.closed_neighbourhood(u):
+            out |= self.closed_neighbourhood(v)
+        return frozenset(out)
 
     def are_neighbours(self, u: int, v: int) -> bool:
         """True iff ``u != v`` are adjacent."""
@@ -208,6 +219,11 @@ class CompleteGraph(Graph):
             got = self._closed[None] = frozenset(range(self.n))
         return got
 
+    def two_hop_neighbourhood(self, u: int) -> frozenset[int]:
+        """All nodes (the closed neighbourhood already is)."""
+        self._check_node(u)
+        return self.closed_neighbourhood(u)
+
     def _adjacent(self, u: int, v: int) -> bool:
         return True
 
@@ -234,6 +250,17 @@ class HararyGraph(Graph):
     def _adjacent(self, u: int, v: int) -> bool:
         d = (self._pos[u] - self._pos[v]) % self.n
         return min(d, self.n - d) <= self.k // 2
+
+    def two_hop_neighbourhood(self, u: int) -> frozenset[int]:
+        """The ring positions within ``k`` of ``u``'s (two hops of ``k/2``): ``min(2k + 1, n)`` nodes, in
+        ``O(k)``; :meth:`Graph.two_hop_neighbourhood` (the union of closed neighbourhoods) gives the same set."""
+        u = self._check_node(u)
+        n, k = self.n, self.k
+        if 2 * k + 1 >= n:
+            return frozenset(range(n))
+        p = self._pos[u]
+        lab = self._label
+        return frozenset(lab[(p + j) % n] for j in range(-k, k + 1))
 
     def components(self, nodes: frozenset[int]) -> list[frozenset[int]]:
         """Components of ``G[nodes]`` from the ring alone, in ``O(|nodes| log |nodes|)``: two nodes at

@@ -35,6 +35,7 @@ Exact layouts (body = what follows the 22-byte header; ``[x]`` present only in t
     4    ciphertexts            down  1                 m u32 | m x (sender u32 | ciphertext C)       22 + 4 + m (4 + C)
     5    masked-input           up    2                 dim u32 | W u8 | packed vector P(dim)         22 + 5 + P(dim)
     6    consistency-request    down  2 (active only)   m u32 | m x id u32   (all of U3)              22 + 4 + 4m
+                                                        SecAgg+: n u32 | bitmap ceil(n/8) B            22 + 4 + ceil(n/8)
     7    consistency-signature  up    3 (active only)   sig G over consistency_payload(session, U3)   22 + G
     8    unmasking-request      down  2 (hbc) or        ns u32 | ns x id u32 | nd u32 | nd x id u32   22 + 12 + 4 (ns + nd)
                                       3 (active)        | ng u32 | ng x (id u32 | sig G)                 + ng (4 + G)
@@ -49,8 +50,11 @@ Who gets what (so the analytical model can count messages; ``H(u)`` = holders of
 u's share-keys message has ``|H(u)| - 1`` ciphertexts, ``H(u) = U1 ∩ (N(u) ∪ {u})`` as u saw it; the
 ciphertexts message to u has one entry per ``v in U2 ∩ N(u)``; the unmasking request to u lists
 ``ns = |U3 ∩ (N(u) ∪ {u})|`` survivors (including u), ``nd = |(U2 \\ U3) ∩ N(u)|`` dropped peers and,
-in the active variant, ``ng = |U4|`` signatures (0 for honest-but-curious); u answers with ``nb = ns``
-self-mask shares and ``nk = nd`` key shares. The consistency request (active only) lists all of U3.
+in the active variant, ``ng = |U4|`` signatures on the complete graph, ``ng = |U4 ∩ N2[u]|`` on SecAgg+
+(``N2[u]`` the two-hop neighbourhood, :func:`secagg.rules.signers_for`), 0 for honest-but-curious; u
+answers with ``nb = ns`` self-mask shares and ``nk = nd`` key shares. The consistency request (active
+only) carries all of U3: an id list on the complete graph, an ``n``-bit bitmap on SecAgg+
+(:class:`ConsistencyRequest`).
 Recipients: key lists go to every u in U1, ciphertexts to every u in U2, the consistency request to
 every u in U3, the unmasking request to every u in U3 (honest-but-curious) or U4 (active); uploads of
 round r come from U_{r+1} (U5 = unmasking responders). A server message is sent (and counted) even
@@ -576,9 +580,22 @@ class MaskedInput(Message):
 
 @dataclass(frozen=True)
 class ConsistencyRequest(Message):
-    """Round 2 broadcast, active variant: the full survivor list ``U3`` to sign."""
+    """Round 2 broadcast, active variant: the full survivor list ``U3`` to sign.
+
+    Two encodings of the same content (``survivors``, all of U3, ids increasing):
+
+    * ``universe=None`` (complete graph, the original format): ``m u32 | m x id u32``;
+    * ``universe=n`` (SecAgg+): ``n u32 | bitmap ceil(n / 8) B``, bit ``i`` (byte ``i // 8``, least
+      significant bit first) set iff client ``i`` is in U3, padding bits zero: ``n / 8`` bytes instead of
+      ``4 |U3|``.
+
+    The parser tells them apart by length alone: after the leading u32 ``x`` the list form has ``4x``
+    bytes left and the bitmap form ``ceil(x / 8)``, equal only for ``x = 0`` (the empty list; a bitmap
+    needs ``n >= 1``), so each message still has exactly one encoding.
+    """
 
     survivors: tuple[int, ...] = ()
+    universe: int | None = None
 
     CODE: ClassVar[int] = 6
     KIND: ClassVar[str] = "consistency-request"
@@ -587,13 +604,50 @@ class ConsistencyRequest(Message):
 
     def _validate(self) -> None:
         _check_ids(self.survivors, "survivors")
+        if self.universe is not None:
+            if isinstance(self.universe, bool) or not isinstance(self.universe, int) or not 1 <= self.universe <= MAX_PARTY:
+                raise InvalidInput(f"universe must be None or an int in [1, 2**32), got {self.universe!r}")
+            if self.survivors and self.survivors[-1] >= self.universe:
+                raise InvalidInput(f"survivor {self.survivors[-1]} outside the bitmap's {self.universe} clients")
 
     def _body(self) -> bytes:
-        return _ids_bytes(self.survivors)
+        if self.universe is None:
+            return _ids_bytes(self.survivors)
+        return _U32.pack(self.universe) + _bitmap(self.survivors, self.universe)
 
     @classmethod
     def _parse_body(cls, r: _Reader, round: str, session: bytes, party: int) -> "ConsistencyRequest":
-        return cls._make(round, session, party, r.ids())
+        x = r.u32()
+        left = len(r.data) - r.pos
+        if left == 4 * x:
+            raw = r.take(4 * x)
+            ids = struct.unpack(f">{x}I", raw) if x else ()
+            _check_increasing(ids)
+            return cls._make(round, session, party, ids, None)
+        if x >= 1 and left == (x + 7) // 8:
+            return cls._make(round, session, party, _bitmap_ids(r.take(left), x), x)
+        raise MalformedMessage(f"consistency request: {left} bytes after the count {x}: neither {4 * x} (id list) "
+                               f"nor {(x + 7) // 8} (bitmap)")
+
+
+def _bitmap(ids: tuple[int, ...], n: int) -> bytes:
+    """``ceil(n / 8)`` bytes, bit ``i`` (byte ``i // 8``, least significant bit first) set iff ``i`` in ids."""
+    import numpy as np
+
+    bits = np.zeros(n, dtype=np.uint8)
+    if ids:
+        bits[np.fromiter(ids, dtype=np.int64, count=len(ids))] = 1
+    return np.packbits(bits, bitorder="little").tobytes()
+
+
+def _bitmap_ids(raw: bytes, n: int) -> tuple[int, ...]:
+    """Inverse of :func:`_bitmap` (MalformedMessage on nonzero padding bits)."""
+    import numpy as np
+
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
+    if bits[n:].any():
+        raise MalformedMessage("nonzero padding bits in the survivor bitmap")
+    return tuple(int(i) for i in np.flatnonzero(bits[:n]))
 
 
 @dataclass(frozen=True)
@@ -792,7 +846,11 @@ def masked_input_size(dim: int, modulus: int) -> int:
     return HEADER_SIZE + 5 + packed_size(dim, modulus)
 
 
-def consistency_request_size(survivors: int) -> int:
+def consistency_request_size(survivors: int, universe: int | None = None) -> int:
+    """Round-2 broadcast (active): ``22 + 4 + 4 |U3|`` as an id list (complete graph), or
+    ``22 + 4 + ceil(n / 8)`` as a bitmap over the ``universe = n`` clients (SecAgg+)."""
+    if universe is not None:
+        return HEADER_SIZE + 4 + (universe + 7) // 8
     return HEADER_SIZE + 4 + 4 * survivors
 
 

@@ -29,15 +29,16 @@ class Token:
     """A message of the cryptography-free pair: its kind, the ids the real message carries, and its
     exact size (``len(token)`` = the serialized size of the real message with these fields)."""
 
-    __slots__ = ("KIND", "nbytes", "ids", "other", "count")
+    __slots__ = ("KIND", "nbytes", "ids", "other", "count", "signers")
 
     def __init__(self, kind: str, nbytes: int, ids: frozenset[int] = frozenset(), other: frozenset[int] = frozenset(),
-                 count: int = 0) -> None:
+                 count: int = 0, signers: frozenset[int] = frozenset()) -> None:
         self.KIND = kind
         self.nbytes = nbytes
         self.ids = ids
         self.other = other
         self.count = count
+        self.signers = signers  # active unmasking request: the round-3 signers forwarded (count of them)
 
     def __len__(self) -> int:
         return self.nbytes
@@ -65,6 +66,7 @@ class ModularClient:
     def __init__(self, id: int, params) -> None:  # noqa: ANN001 - secagg.protocol.SessionParams
         self.id = int(id)
         self.threshold = params.threshold
+        self.graph = params.graph
         self.active = params.variant is Variant.ACTIVE
         self._dim, self._modulus = params.dim, params.modulus
         self._commit = params.commit_self_masks
@@ -109,8 +111,15 @@ class ModularClient:
 
     def unmasking(self, request: Token) -> Token:
         surv, drop = request.ids, request.other
-        checks = ((request.count, self.threshold, "|U4|"),) if self.active else ()
-        return self._step(Round.UNMASKING, checks + ((len(surv), self.threshold, "|U3 ∩ (N(u) ∪ {u})|"),),
+        if self.active:  # the real client's per-peer signer rule, before its other checks (secagg.rules)
+            self._enter(Round.UNMASKING)
+            try:
+                rules.check_signers(Round.UNMASKING, self.graph, surv | drop, request.signers, self.threshold, self.id)
+            except Exception as exc:
+                self.aborted = exc
+                self.expected_round = None
+                raise
+        return self._step(Round.UNMASKING, ((len(surv), self.threshold, "|U3 ∩ (N(u) ∪ {u})|"),),
                           Token("unmasking-response", msg.unmasking_response_size(len(surv), len(drop)), surv, drop))
 
 
@@ -191,12 +200,12 @@ class ModularServer:
         self._need(Round.MASKED_INPUT, len(u3), "|U3|")
         self._rule(rules.check_survivor_policy, Round.MASKED_INPUT, self.graph, u3, self.min_survivors, None,
                    self.params.tolerate)
-        if self.active:
-            size = msg.consistency_request_size(len(u3))
+        if self.active:  # all of U3: an id list (complete graph) or an n-bit bitmap (SecAgg+)
+            size = msg.consistency_request_size(len(u3), None if self.graph.is_complete else self.n)
             return {u: Token("consistency-request", size, u3) for u in sorted(u3)}
         self.sets["U4"] = u3
         self._rule(rules.check_reconstructible, Round.MASKED_INPUT, self.sets["U2"], u3, self._holders, u3, self.threshold)
-        return self._requests(u3, 0)
+        return self._requests(u3, None)
 
     def consistency_check(self, uploads) -> dict[int, Token]:  # noqa: ANN001
         self._enter(Round.CONSISTENCY_CHECK)
@@ -205,7 +214,7 @@ class ModularServer:
         self._need(Round.CONSISTENCY_CHECK, len(u4), "|U4|")
         self._rule(rules.check_reconstructible, Round.CONSISTENCY_CHECK, self.sets["U2"], self.sets["U3"], self._holders,
                    u4, self.threshold)
-        return self._requests(u4, len(u4))
+        return self._requests(u4, u4)
 
     def _rule(self, check, *args) -> None:  # noqa: ANN001
         try:
@@ -214,13 +223,16 @@ class ModularServer:
             self.expected_round = None
             raise
 
-    def _requests(self, recipients: frozenset[int], signatures: int) -> dict[int, Token]:
+    def _requests(self, recipients: frozenset[int], u4: frozenset[int] | None) -> dict[int, Token]:
+        """Unmasking requests; ``u4``: the round-3 signers (active), forwarded per :func:`secagg.rules.signers_for`."""
         u3 = self.sets["U3"]
         out = {}
         for u in sorted(recipients):
             view = self._senders_to[u] | {u}
             surv, drop = view & u3, view - u3
-            tok = Token("unmasking-request", msg.unmasking_request_size(len(surv), len(drop), signatures), surv, drop, signatures)
+            signers = frozenset() if u4 is None else rules.signers_for(self.graph, u, u4)
+            ng = len(signers)
+            tok = Token("unmasking-request", msg.unmasking_request_size(len(surv), len(drop), ng), surv, drop, ng, signers)
             self._asked[u] = tok
             out[u] = tok
         return out

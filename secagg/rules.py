@@ -82,6 +82,8 @@ __all__ = [
     "masks_to_cancel",
     "check_reconstructible",
     "check_shares_received",
+    "signers_for",
+    "check_signers",
     "min_survivors_for",
     "survivor_components",
     "survivor_tolerance",
@@ -232,6 +234,43 @@ def check_shares_received(u3: frozenset[int], to_cancel: Iterable[int], b_counts
         c = k_counts.get(v, 0)
         if c < t:
             raise ProtocolAborted(str(Round.UNMASKING), f"{c} shares of s_sk_{v} < t = {t}", rule="reconstructible")
+
+
+# --------------------------------------------------------------------------- round-3 signatures (active)
+def signers_for(graph, u: int, u4: frozenset[int]) -> frozenset[int]:  # noqa: ANN001 - secagg.graph.Graph
+    """The signers of U3 whose signatures the server forwards to ``u`` with its unmasking request (active
+    variant): all of U4 on the complete graph; ``U4 ∩ N2[u]`` on SecAgg+, ``N2[u]`` =
+    :meth:`secagg.graph.Graph.two_hop_neighbourhood` (the holders of ``u``'s peers' shares, at most
+    ``2k + 1`` clients), so the download grows with ``k``, not ``n``."""
+    if graph.is_complete:
+        return u4
+    return graph.two_hop_neighbourhood(u) & u4
+
+
+def check_signers(round: str, graph, peers: Iterable[int], signers: frozenset[int], t: int,  # noqa: ANN001
+                  party: int | None = None) -> None:
+    """Active variant, before client ``party`` reveals a share of any peer ``v`` in ``peers`` (its view of
+    U2, itself included): ``t`` valid signatures of its U3 from distinct members of ``N(v) ∪ {v}``, else
+    :class:`ProtocolAborted` (rule ``threshold``). On the complete graph ``N(v) ∪ {v}`` is everyone and
+    the rule is the original ``|U4| >= t`` (Bonawitz et al., Figure 4, round 4).
+
+    Why per peer: the shares of ``v`` are held by ``N(v) ∪ {v}`` only, and honest clients sign one U3
+    each; two honest holders that revealed different share types of ``v`` would have seen ``t``
+    signatures each, over two different U3, from that set, so ``2t <= k + 1 + n_C(v)``, which the
+    threshold excludes (docs/protocol.md, "Active SecAgg+").
+
+    The honest server never sends a request that fails this rule: ``N(v) ∪ {v}`` contains the holders
+    of ``v``'s shares, so a peer with fewer than ``t`` signers in U4 is a secret with fewer than ``t``
+    live holders, and :func:`check_reconstructible` (applied to U4 at the end of round 3) has aborted
+    the session already, before any request went out.
+    """
+    if graph.is_complete:
+        require(round, len(signers), t, "|U4|", party)
+        return
+    for v in sorted(peers):
+        c = len(graph.closed_neighbourhood(v) & signers)
+        if c < t:
+            raise ProtocolAborted(str(round), f"signers of U3 among N({v}) ∪ {{{v}}}: {c} < t = {t}", party, rule="threshold")
 
 
 # ------------------------------------------------------------------------------------ survivor policy

@@ -36,6 +36,10 @@ Messages a client sends that fail to parse or disagree with the server's state (
 round, sender, recipients) are *rejected*: the client is treated as dropped and the error kept in
 :attr:`Server.rejected`; the protocol continues if the threshold still holds.
 
+Active variant: each client of U3 receives all of U3 to sign (an ``n``-bit bitmap on SecAgg+) and,
+with its unmasking request, the signatures of :func:`secagg.rules.signers_for` (all of U4 on the
+complete graph, the two-hop neighbourhood's on SecAgg+: ``O(k)`` of them, not ``Theta(n)``).
+
 Malicious servers for tests subclass :class:`Server` and override the message builders
 (:meth:`key_list_for`, :meth:`ciphertexts_for`, :meth:`consistency_request_for`,
 :meth:`unmasking_request_for`) or the round methods.
@@ -367,8 +371,10 @@ class Server:
                    self.params.tolerate)
 
     def consistency_request_for(self, u: int) -> ConsistencyRequest:
-        """The U3 list sent to client ``u`` for signing (override to misbehave)."""
-        return ConsistencyRequest("masked-input", self.session, u, tuple(sorted(self.sets["U3"])))
+        """The U3 sent to client ``u`` for signing (override to misbehave): all of U3, as an id list on the
+        complete graph, as an ``n``-bit bitmap on SecAgg+ (``n / 8`` bytes)."""
+        universe = None if self.graph.is_complete else self.n
+        return ConsistencyRequest("masked-input", self.session, u, tuple(sorted(self.sets["U3"])), universe)
 
     def _send_requests(self, round: str, recipients: frozenset[int]) -> dict[int, bytes]:
         out = {}
@@ -382,18 +388,29 @@ class Server:
         """What client ``u`` is asked to reveal (override to misbehave).
 
         Survivors: ``V2(u) ∩ U3`` (b shares, u itself included); dropped: ``V2(u) \\ U3`` (s_sk shares),
-        where ``V2(u)`` = u plus the senders of the ciphertexts routed to u.
+        where ``V2(u)`` = u plus the senders of the ciphertexts routed to u. Active variant: the round-3
+        signatures of :func:`secagg.rules.signers_for` (all of U4 on the complete graph, ``U4 ∩ N2[u]`` on
+        SecAgg+).
         """
         u3 = self.sets["U3"]
         view = set(self._routed[u]) | {u}
-        sigs = tuple(sorted(self._signatures.items())) if self.active else ()
+        sigs: tuple[tuple[int, bytes], ...] = ()
+        if self.active:
+            signers = rules.signers_for(self.graph, u, self.sets["U4"])
+            sigs = tuple((v, self._signatures[v]) for v in sorted(signers))
         return UnmaskingRequest(round, self.session, u, tuple(sorted(view & u3)), tuple(sorted(view - u3)), sigs)
 
     # ------------------------------------------------------------------------------------------
     # round 3: ConsistencyCheck (active)
     # ------------------------------------------------------------------------------------------
     def consistency_check(self, uploads: Uploads) -> dict[int, bytes]:
-        """Collect signatures over U3 (U4); forward them all with each client's unmasking request."""
+        """Collect signatures over U3 (U4); forward them with each client's unmasking request (all of them on
+        the complete graph, those of ``U4 ∩ N2[u]`` on SecAgg+: :func:`secagg.rules.signers_for`).
+
+        The reconstructibility check on U4 also foresees the clients' per-peer signer rule
+        (:func:`secagg.rules.check_signers`): a peer with fewer than ``t`` signers among its closed
+        neighbourhood is a secret with fewer than ``t`` live holders, so the session aborts here
+        (rule ``reconstructible``) before any request is sent."""
         if not self.active:
             raise InvalidInput("the consistency check round only exists in the active variant")
         self._enter(Round.CONSISTENCY_CHECK, uploads)
