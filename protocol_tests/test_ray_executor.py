@@ -486,3 +486,125 @@ def test_rfa_train_executor_ray_gives_the_process_pool_result(tmp_path) -> None:
         for h in history:
             h.pop("wall_time_s", None)
     assert got["ray"] == got["processes"]
+
+
+# ------------------------------------------------------------------------------------------------
+# rfa compare --executor ray
+# ------------------------------------------------------------------------------------------------
+TINY_SWEEP = ["--data", "digits", "--clients", "8", "--clients-per-round", "6", "--rounds", "3", "--local-steps", "3",
+              "--device", "cpu", "--no-plots", "--no-progress"]
+# the columns computed from the models' values; every other column is fixed by the configuration
+MODEL_COLUMNS = ("accuracy", "test_correct", "test_loss", "max_effective_weight")
+
+
+def _results(folder) -> list[dict]:  # noqa: ANN001
+    import csv
+
+    rows = list(csv.DictReader(open(folder / "results.csv", newline="")))
+    for r in rows:
+        r.pop("wall_time_s")  # the only column allowed to differ between executors
+    assert rows
+    return rows
+
+
+def test_rfa_compare_executor_ray_gives_the_process_pool_results(tmp_path) -> None:  # noqa: ANN001
+    """``rfa compare --executor ray`` on the module's instance (2 CPUs: two groups per round) writes the
+    results.csv of ``--executor processes`` (two workers: the same two groups) character for character,
+    and that of the default (serial, all clients in one batched kernel) within the stated tolerance."""
+    from rfa.cli import main as rfa_main
+
+    sweep = TINY_SWEEP + ["--aggregators", "rfa", "--corruptions", "none", "--seeds", "1"]  # one run: 3 rounds x 3 calls
+    got = {}
+    for ex, extra in (("processes", ["--executor", "processes"]), ("ray", ["--executor", "ray"]), ("serial", ["--jobs", "1"])):
+        assert rfa_main(["compare", *sweep, *extra, "--out", str(tmp_path / ex)]) == 0
+        got[ex] = _results(tmp_path / ex)
+    assert len(got["ray"]) == 1
+    assert got["ray"] == got["processes"]
+    # Serial: the local models differ from the grouped ones only by float32 summation order inside each
+    # step's batched gradient (the training test above bounds the weights by rtol 1e-4 after 6 steps).
+    # A smooth function of the weights (the mean test loss, RFA's effective weights) moves by the same
+    # relative order: rtol 1e-3 leaves a factor 10 for 3 rounds of propagation. An accuracy changes only
+    # through test examples whose top two logits are that close: at most one of the test set per run.
+    for s, r in zip(got["serial"], got["ray"]):
+        assert {k: v for k, v in s.items() if k not in MODEL_COLUMNS} == {k: v for k, v in r.items() if k not in MODEL_COLUMNS}
+        for k in ("test_loss", "max_effective_weight"):
+            assert float(r[k]) == pytest.approx(float(s[k]), rel=1e-3), k
+        assert abs(int(r["test_correct"]) - int(s["test_correct"])) <= 1
+        assert float(r["accuracy"]) == pytest.approx(int(r["test_correct"]) / int(r["test_total"]))
+
+
+def test_rfa_compare_executor_flags_are_checked_before_anything_is_written(tmp_path, capsys) -> None:  # noqa: ANN001
+    from rfa.cli import main as rfa_main
+
+    sweep = TINY_SWEEP + ["--aggregators", "fedavg", "--corruptions", "none", "--seeds", "1"]
+    cases = {"--jobs": (["--executor", "ray", "--jobs", "2"], "--executor ray replaces --jobs"),
+             "--ray-address": (["--ray-address", "127.0.0.1:6379"], "--ray-address needs --executor ray")}
+    for name, (flags, message) in cases.items():
+        out = tmp_path / name.strip("-")
+        assert rfa_main(["compare", *sweep, *flags, "--out", str(out)]) == 2, name
+        err = capsys.readouterr().err
+        assert f"rfa compare: {message}" in err, err
+        assert not out.exists()
+
+
+SIGTERM_SWEEP = TINY_SWEEP + ["--rounds", "10", "--aggregators", "fedavg,coordinate-median", "--corruptions", "gaussian",
+                              "--rhos", "0.25", "--seeds", "2"]  # 8 runs of about half a second each once Ray is up
+
+
+def _ray_processes(tmp: str) -> dict[int, str]:
+    out = {}
+    for p in _processes_mentioning(tmp):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                out[p] = f.read().decode(errors="replace")
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_under_ray_saves_what_finished_stops_the_cluster_and_resumes(tmp_path) -> None:  # noqa: ANN001
+    """SIGTERM to ``rfa compare --executor ray`` after its first run is saved: exit 130, one line saying
+    how many runs were saved and how to continue, the finished runs intact and nothing else written, no
+    process of its Ray instance left; ``--resume`` then ends with the results of an uninterrupted sweep."""
+    import json
+
+    from rfa.cli import main as rfa_main
+
+    tmp = f"/tmp/rs{os.getpid()}"  # short: Ray's socket paths must fit in 107 bytes
+    env = dict(os.environ, RAY_TMPDIR=tmp, PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "rfa.cli", "compare", *SIGTERM_SWEEP, "--executor", "ray", "--out", str(out)]
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = out / "records.jsonl"
+    try:
+        deadline = time.monotonic() + 240
+        while not (records.exists() and records.read_text()) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.poll() is None, p.communicate()
+        procs = _ray_processes(tmp)
+        assert len([c for c in procs.values() if "raylet/raylet" in c]) == 1  # one cluster for the whole command
+        p.send_signal(signal.SIGTERM)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, stdout + stderr
+    saved = [json.loads(line) for line in records.read_text().splitlines()]
+    assert records.read_text().endswith("\n") and 1 <= len(saved) < 8
+    said = [line for line in stderr.splitlines() if "interrupted" in line]
+    assert said == [f"rfa compare: interrupted (SIGTERM): {len(saved)} of 8 runs saved in {out}; "
+                    f"continue with: rfa compare --resume {out}"], stderr
+    assert "Traceback" not in stderr
+    assert len((out / "records.csv").read_text().splitlines()) == 1 + len(saved)
+    assert not (out / "results.csv").exists()  # the sweep's outputs come only with its last run
+    deadline = time.monotonic() + 30
+    while _processes_mentioning(tmp) and time.monotonic() < deadline:
+        time.sleep(0.5)  # raylet and workers exit once the GCS is gone
+    assert _ray_processes(tmp) == {}
+    # resume on the module's instance (the saved flags include --executor ray), and an uninterrupted sweep
+    assert rfa_main(["compare", "--resume", str(out)]) == 0
+    assert rfa_main(["compare", *SIGTERM_SWEEP, "--executor", "ray", "--out", str(tmp_path / "whole")]) == 0
+    assert _results(out) == _results(tmp_path / "whole")

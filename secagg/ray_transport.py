@@ -90,6 +90,35 @@ def require_ray() -> None:
 _LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
+def _init_keeping_handlers(ray: Any, kwargs: dict[str, Any]) -> None:
+    """``ray.init(**kwargs)`` that leaves the caller's signal handlers in place.
+
+    ``ray.init`` replaces the driver's SIGTERM handler by ``sys.exit(15)`` (and Ray's core worker adds a
+    C-level handler that prints a stack dump). A caller that installed its own Python handlers (a
+    command that stops cleanly on SIGINT/SIGTERM) gets them back once ``ray.init`` returns; with the
+    default handlers, Ray's ``sys.exit`` stays (it lets :func:`ray_cluster` shut the instance down).
+    If ``ray.init`` fails or is interrupted, whatever it already started is shut down before the
+    exception propagates; a SIGTERM that arrived meanwhile is delivered again, to the caller's handler."""
+    import signal
+    import threading
+
+    watched = (signal.SIGTERM, signal.SIGINT)
+    main = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in watched} if main else {}
+    own = {s: h for s, h in saved.items() if callable(h) and h is not signal.default_int_handler}
+    try:
+        ray.init(**kwargs)
+    except BaseException as exc:
+        ray.shutdown()
+        for s, h in own.items():
+            signal.signal(s, h)
+        if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM and signal.SIGTERM in own:
+            signal.raise_signal(signal.SIGTERM)  # Ray's handler turned the caller's SIGTERM into sys.exit
+        raise
+    for s, h in own.items():
+        signal.signal(s, h)
+
+
 @contextmanager
 def ray_cluster(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
     """Ray, initialized for the duration of the ``with`` block; yields the :mod:`ray` module.
@@ -127,9 +156,10 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None) -> I
     try:
         if local:
             ray_constants.ENABLE_RAY_CLUSTER = False  # also when ray was imported before this block
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, _node_ip_address="127.0.0.1", **kwargs)
+            kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, _node_ip_address="127.0.0.1")
         else:
-            ray.init(address=address, **kwargs)
+            kwargs.update(address=address)
+        _init_keeping_handlers(ray, kwargs)
         try:
             yield ray
         finally:

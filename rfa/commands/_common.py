@@ -18,7 +18,7 @@ DEFAULT_ORACLE = "modular"
 ORACLES = ("modular", "ideal", "secagg")
 PARAMS_FORMAT = "key=value,key=value (or a JSON object)"
 # flags that change how a command runs, never what it computes (a resumed sweep may change them)
-OPERATIONAL = frozenset({"jobs", "no_progress", "no_plots", "out", "resume", "overwrite", "config", "quiet"})
+OPERATIONAL = frozenset({"jobs", "no_progress", "no_plots", "out", "resume", "overwrite", "config", "quiet", "ray_address"})
 
 
 # ---------------------------------------------------------------------------------- registry accessors

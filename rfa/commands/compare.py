@@ -39,6 +39,7 @@ OUTPUT_FILES = ("results.csv", "results.json", "table.md", "accuracy_vs_rho.png"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from rfa.fl import experiments as ex
+    from rfa.fl.executor import EXECUTORS
 
     base = ex.quick_config()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -70,6 +71,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("running")
     r.add_argument("--jobs", type=jobs.int_arg(1), default=None,
                    help="worker processes for the runs (default: number of CPU cores, at most 4; 1 on CUDA)")
+    r.add_argument("--executor", default=None, choices=EXECUTORS,
+                   help=f"local-training executor of every run (default {base.executor}); any other replaces --jobs: "
+                        "the runs go one after another, each round's local training through the executor (ray: one "
+                        "Ray cluster for the whole command, each group of clients a Ray task)")
+    r.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="with --executor ray: join this Ray cluster (default: RAY_ADDRESS, else a local instance on "
+                        "127.0.0.1 with this machine's cores, shut down at the end)")
     lk = r.add_mutually_exclusive_group()
     lk.add_argument("--leakage", dest="leakage", action="store_true", default=None,
                     help="also measure each aggregator's privacy cost as reconstruction leakage (rfa leakage's attack "
@@ -180,6 +188,8 @@ def build_sweep(args: argparse.Namespace, *, warn=None):
         warn(f"--dirichlet-alpha does nothing with the {over.get('partition', base.partition)} partition")
     base = base.replace(**over)
     base = base.replace(oracle_params=common.oracle_params(args))
+    if getattr(args, "executor", None) is not None:
+        base = base.replace(executor=args.executor)
     n_seeds = args.seeds if args.seeds is not None else (5 if args.full else 3)
     aggs = tuple(args.aggregators or ex.DEFAULT_AGGREGATORS)
     corrs = tuple(args.corruptions or ex.DEFAULT_CORRUPTIONS)
@@ -195,6 +205,29 @@ def build_sweep(args: argparse.Namespace, *, warn=None):
     if args.dropout_rate and not any(common.aggregator_is_secure(a) for a in aggs):
         warn("--dropout-rate does nothing: none of the aggregators uses the secure protocol")
     return ex.Sweep(base=base, aggregators=aggs, corruptions=corrs, rhos=tuple(rhos), seeds=tuple(range(n_seeds)))
+
+
+def runs_jobs(args: argparse.Namespace, on_cuda: bool) -> int:
+    """How many worker processes run the sweep's runs, after checking ``--executor`` and ``--ray-address``.
+
+    ``--jobs``, else this machine's cores (at most 4; 1 on CUDA). An executor other than ``serial``
+    replaces ``--jobs``: the runs go one after another in this process and the executor spreads each
+    round's local training (``ray``: over one Ray cluster for the whole command, never one per worker
+    process). Giving ``--jobs`` too, or ``--ray-address`` without ``--executor ray``, is a
+    :class:`~rfa.jobs.UsageError`; so is ``--executor ray`` without Ray installed (saying how to install it)."""
+    executor = getattr(args, "executor", None) or "serial"
+    if getattr(args, "ray_address", None) is not None and executor != "ray":
+        raise jobs.UsageError("--ray-address needs --executor ray")
+    if executor == "serial":
+        return args.jobs if args.jobs is not None else (1 if on_cuda else max(1, min(4, os.cpu_count() or 1)))
+    if args.jobs is not None:
+        raise jobs.UsageError(f"--executor {executor} replaces --jobs (the runs go one after another, each round's "
+                              "local training through the executor); drop one of them")
+    if executor == "ray":
+        from secagg.ray_transport import require_ray
+
+        require_ray()
+    return 1
 
 
 def _describe(sweep, configs) -> str:
@@ -233,7 +266,7 @@ def _run(args: argparse.Namespace) -> int:
             configs = ex.expand(sweep)
             device = resolve_device(sweep.base.device)
             on_cuda = device.type == "cuda"
-            n_jobs = args.jobs if args.jobs is not None else (1 if on_cuda else max(1, min(4, os.cpu_count() or 1)))
+            n_jobs = runs_jobs(args, on_cuda)
             if not on_cuda:
                 torch.set_num_threads(1)  # every run single-threaded: the same numbers serially and in workers
             # validate every configuration (names, ranges, aggregator parameters) before any run starts
@@ -268,18 +301,24 @@ def _run(args: argparse.Namespace) -> int:
                 "runs": len(configs)})
             b = sweep.base
             print(f"{COMMAND}: {_describe(sweep, configs)}")
+            running = (f"{n_jobs} worker process(es)" if b.executor == "serial" else
+                       f"runs one after another, local training on the {b.executor} executor")
             print(f"  data {b.dataset} ({data.num_clients} clients, {b.partition}), model {b.model} (d={dim}), "
-                  f"{b.rounds} rounds, m={b.clients_per_round}, device {device}, {n_jobs} worker process(es)")
+                  f"{b.rounds} rounds, m={b.clients_per_round}, device {device}, {running}")
             drop = b.oracle_params.get("dropout_rate", 0.0)
             print(f"  oracle: {why}" + (f"; client dropout rate {drop:g}" if drop else ""))
             print(f"  output: {out}" + (f" (resuming: {len(store)} of {len(configs)} runs already saved)" if args.resume else ""))
-            ex.run_into_store(configs, store, jobs_=n_jobs, progress=not args.no_progress, desc=COMMAND)
+            from rfa.fl.executor import executor_cluster
+
+            with executor_cluster(b.executor, args.ray_address):  # --executor ray: one cluster for the command
+                ex.run_into_store(configs, store, jobs_=n_jobs, progress=not args.no_progress, desc=COMMAND)
             wall = time.perf_counter() - t_start
             records = ex.sweep_records(configs, store)
             meta = {"command": f"{COMMAND} {_argv_of(args)}".strip(), "args": common.saved_args(args), "oracle_choice": why,
                     "base_config": b.replace(oracle=oracle).to_dict(), "aggregators": list(sweep.aggregators),
                     "corruptions": list(sweep.corruptions), "rhos": list(sweep.rhos), "seeds": list(sweep.seeds),
-                    "dropout_rate": drop, "wall_time_s": wall, "jobs": n_jobs, "num_clients": data.num_clients,
+                    "dropout_rate": drop, "wall_time_s": wall, "jobs": n_jobs, "executor": b.executor,
+                    "num_clients": data.num_clients,
                     "model_dim": dim}
             want_leak = args.leakage if args.leakage is not None else bool(args.full)
             if want_leak:

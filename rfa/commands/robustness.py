@@ -85,7 +85,7 @@ def run_key(cfg) -> str:
 
 
 def _json_args(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("resume", "overwrite")}
+    return {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("resume", "overwrite", "ray_address")}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -98,8 +98,6 @@ def _run(args: argparse.Namespace) -> int:
     from rfa.fl.loop import RunResult
 
     t0 = time.perf_counter()
-    import os
-
     import torch
 
     resume = getattr(args, "resume", None)
@@ -111,13 +109,13 @@ def _run(args: argparse.Namespace) -> int:
         given = {k: v for k, v in _json_args(args).items() if v != _parser_defaults().get(k)}
         # a flag the saved manifest predates takes its default (a folder written by an earlier version resumes)
         args = argparse.Namespace(**{**_parser_defaults(), **saved, **given, "resume": resume, "overwrite": False,
-                                     "out": resume})
+                                     "out": resume, "ray_address": args.ray_address})  # where it runs: never saved
     args = _defaults(args)
     on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    jobs = args.jobs if args.jobs is not None else (1 if on_cuda else max(1, min(4, os.cpu_count() or 1)))
     if not on_cuda:
         torch.set_num_threads(1)
     try:
+        jobs = _compare.runs_jobs(args, on_cuda)  # --executor other than serial: runs one after another
         if args.oracle == "auto":
             raise ex.InvalidInput("choose an oracle (modular, ideal or secagg); auto is machine-dependent")
         sweep = _compare.build_sweep(args)
@@ -153,14 +151,16 @@ def _run(args: argparse.Namespace) -> int:
           f"rho {[r for r in sweep.rhos if r > 0]} x {len(sweep.seeds)} seeds, + clean runs); {len(configs) - len(todo)} "
           f"already saved in {out}")
     print(f"  data {b.dataset}, model {b.model}, {b.rounds} rounds, m={b.clients_per_round}, oracle {args.oracle}, "
-          f"{jobs} worker process(es)")
+          + (f"{jobs} worker process(es)" if b.executor == "serial" else f"local training on the {b.executor} executor"))
     bar = None
     if not args.no_progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="rfa robustness", unit="run", dynamic_ncols=True)
     try:
-        with J.handle_signals():
+        from rfa.fl.executor import executor_cluster
+
+        with J.handle_signals(), executor_cluster(b.executor, args.ray_address):  # one Ray cluster for the command
             for j, res in J.run_parallel(ex._run_one, [configs[i] for i in todo], jobs=jobs,
                                          initializer=ex._worker_init, initargs=(1,)):
                 i = todo[j]

@@ -58,6 +58,46 @@ def _train_group(task: LocalTask, data, rows: np.ndarray, cuda: bool) -> torch.T
     return _one_thread_sgd(task, rows).cpu()
 
 
+def _gather(ray, refs: list, clients: list[list[int]], poll_s: float = 0.2) -> list[torch.Tensor]:  # noqa: ANN001
+    """The results of ``refs`` in order; the first failed task found raises :class:`LocalTrainingFailed`
+    naming its group ``clients[i]``.
+
+    While Ray blocks, SIGINT and SIGTERM are only recorded (when the caller has installed Python
+    handlers for them); every ``poll_s`` seconds a recorded signal is delivered again to the caller's
+    handler, from Python code. Inside ``ray.get`` a handler's exception would be replaced by Ray's own
+    bare ``KeyboardInterrupt``, losing which signal it was (a command that stops cleanly on SIGTERM
+    must learn that it was SIGTERM)."""
+    import signal
+    import threading
+
+    out: dict[int, torch.Tensor] = {}
+    index = {ref: i for i, ref in enumerate(refs)}
+    pending = list(refs)
+    main = threading.current_thread() is threading.main_thread()
+    while pending:
+        caught: list[int] = []
+        previous = {}
+        if main:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if callable(signal.getsignal(sig)):
+                    previous[sig] = signal.signal(sig, lambda signum, _frame: caught.append(signum))
+        try:
+            while pending and not caught:
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+                for ref in sorted(ready, key=index.__getitem__):
+                    try:
+                        out[index[ref]] = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        msg = str(exc).strip().splitlines()
+                        raise LocalTrainingFailed(clients[index[ref]], f"{type(exc).__name__}: {msg[-1] if msg else ''}") from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # the caller's handler, now outside Ray (it may raise)
+    return [out[i] for i in range(len(refs))]
+
+
 class RayExecutor:
     """Each group of sampled clients as a Ray task (module docstring).
 
@@ -115,13 +155,7 @@ class RayExecutor:
         fn = self._fn.options(num_cpus=1, num_gpus=gpus)
         refs = [fn.remote(light, self._data[1], g, cuda) for g in groups]
         try:
-            parts = []
-            for g, ref in zip(groups, refs):
-                try:
-                    parts.append(ray.get(ref))
-                except ray.exceptions.RayError as exc:
-                    msg = str(exc).strip().splitlines()
-                    raise LocalTrainingFailed([int(task.clients[i]) for i in g], f"{type(exc).__name__}: {msg[-1] if msg else ''}") from None
+            parts = _gather(ray, refs, [[int(task.clients[i]) for i in g] for g in groups])
         except BaseException:
             for ref in refs:
                 try:
