@@ -373,6 +373,43 @@ def test_a_failing_training_task_is_a_typed_error(digits) -> None:  # noqa: ANN0
     assert info.value.clients == [2, 3]
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_a_signal_during_local_training_reaches_the_callers_handler_and_cancels_the_tasks(digits) -> None:  # noqa: ANN001
+    """SIGTERM while the driver waits on Ray: the caller's own handler runs (inside ``ray.get`` Ray would
+    replace its exception by a bare KeyboardInterrupt or a SystemError), then the tasks are cancelled."""
+    import threading
+
+    from rfa.fl.executor import LocalTask
+    from rfa.fl.models import make_model
+    from rfa.fl.ray_executor import RayExecutor
+
+    model = make_model("linear", digits.input_shape, digits.num_classes)
+    clients = np.array([0, 1, 2, 3])
+    start = model.init_vector(0).unsqueeze(0).expand(4, -1).contiguous()
+    endless = LocalTask(model, digits, clients, start, np.full(4, 300_000), 4, 0.1, 1)  # minutes of SGD steps
+
+    def stop(signum, _frame):  # noqa: ANN001, ANN202
+        raise _Stop(signum)
+
+    old = signal.signal(signal.SIGTERM, stop)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    try:
+        timer.start()
+        with pytest.raises(_Stop) as info:
+            RayExecutor(groups=2).run(endless)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, old)
+    assert info.value.args == (signal.SIGTERM,)
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2  # both training tasks were cancelled
+
+
 # ------------------------------------------------------------------------------------------------
 # optional extra: default paths never import Ray; without it, executor="ray" says how to install it
 # ------------------------------------------------------------------------------------------------
@@ -511,6 +548,8 @@ def test_rfa_compare_executor_ray_gives_the_process_pool_results(tmp_path) -> No
     """``rfa compare --executor ray`` on the module's instance (2 CPUs: two groups per round) writes the
     results.csv of ``--executor processes`` (two workers: the same two groups) character for character,
     and that of the default (serial, all clients in one batched kernel) within the stated tolerance."""
+    import json
+
     from rfa.cli import main as rfa_main
 
     sweep = TINY_SWEEP + ["--aggregators", "rfa", "--corruptions", "none", "--seeds", "1"]  # one run: 3 rounds x 3 calls
@@ -518,6 +557,8 @@ def test_rfa_compare_executor_ray_gives_the_process_pool_results(tmp_path) -> No
     for ex, extra in (("processes", ["--executor", "processes"]), ("ray", ["--executor", "ray"]), ("serial", ["--jobs", "1"])):
         assert rfa_main(["compare", *sweep, *extra, "--out", str(tmp_path / ex)]) == 0
         got[ex] = _results(tmp_path / ex)
+        runs = json.loads((tmp_path / ex / "results.json").read_text())["runs"]
+        assert [r["config"]["executor"] for r in runs] == [ex]  # each run's local training went through it
     assert len(got["ray"]) == 1
     assert got["ray"] == got["processes"]
     # Serial: the local models differ from the grouped ones only by float32 summation order inside each
@@ -586,6 +627,14 @@ def test_sigterm_under_ray_saves_what_finished_stops_the_cluster_and_resumes(tmp
         assert p.poll() is None, p.communicate()
         procs = _ray_processes(tmp)
         assert len([c for c in procs.values() if "raylet/raylet" in c]) == 1  # one cluster for the whole command
+        spawned = []  # --executor ray replaces --jobs: no worker processes of a pool besides Ray's own
+        for pid in _descendants(p.pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    spawned += [pid] if b"multiprocessing" in f.read() else []
+            except OSError:
+                continue
+        assert spawned == []
         p.send_signal(signal.SIGTERM)
         stdout, stderr = p.communicate(timeout=120)
     finally:
