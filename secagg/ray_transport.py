@@ -130,6 +130,9 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None) -> I
       cores), every service bound to ``127.0.0.1`` (Ray's single-machine mode), the dashboard and usage
       statistics off, workers at the driver's priority (Ray's default is nice 15); shut down at the end
       (also on Ctrl-C or an error).
+
+    ``ray.init`` would replace the caller's SIGTERM handler; Python handlers the caller installed for
+    SIGINT/SIGTERM are put back once it returns (see :func:`_init_keeping_handlers`).
     """
     require_ray()
     if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):

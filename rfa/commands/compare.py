@@ -13,6 +13,12 @@ recorded runs and ends with the same results as an uninterrupted sweep. The rho 
 run (added when ``--rhos`` lacks it). Every flag and configuration is validated before the first run:
 a bad value is one line on stderr and exit status 2, never a traceback and never a half-written folder.
 
+``--executor ray`` (or ``threads`` / ``processes``) replaces ``--jobs``: the runs go one after another in
+this process and each round's local training goes through that executor (:mod:`rfa.fl.executor`); for
+``ray``, one Ray cluster serves the whole command (``--ray-address``, else ``RAY_ADDRESS``, else a local
+instance shut down at the end, also on Ctrl-C or SIGTERM, after the running tasks are cancelled). The
+executor is part of each run's configuration, so ``--resume`` keeps it.
+
 The default oracle is ``modular``: bit-identical to running the faithful secagg protocol, and the same
 on every machine (``--oracle auto`` picks by a timing probe and is therefore machine-dependent).
 """

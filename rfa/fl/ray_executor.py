@@ -14,9 +14,11 @@ possibly the rounding of the last bits (the loop's tests state the tolerance).
 
 The loop has no dropout model for local training: a group whose task fails (an exception, or its worker
 or node dies) raises :class:`LocalTrainingFailed` naming the clients, and the remaining tasks are
-cancelled; so does Ctrl-C. Ray is joined or started as in :func:`secagg.ray_transport.ray_cluster`; a
-local instance this executor had to start itself is shut down by :meth:`RayExecutor.close` (the CLIs wrap
-a whole command in one :func:`~secagg.ray_transport.ray_cluster` instead).
+cancelled; so does Ctrl-C or SIGTERM (while the driver waits on Ray the signal is only recorded, then
+handed to the caller's own handler from Python code, so a command learns which signal stopped it). Ray
+is joined or started as in :func:`secagg.ray_transport.ray_cluster`; a local instance this executor had
+to start itself is shut down by :meth:`RayExecutor.close` (the CLIs wrap a whole command in one
+:func:`~secagg.ray_transport.ray_cluster` instead).
 """
 
 from __future__ import annotations
