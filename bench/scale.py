@@ -347,7 +347,7 @@ def executors(quick: bool = False, log=print, big: bool = False) -> dict[str, An
     elif quick:
         grid, cross, m = [(1000, 1000)], [100, 300], 100
     else:
-        grid, cross, m = [(10000, 1000), (10000, 10000)], [100, 300, 1000, 3000], 100
+        grid, cross, m = [(10000, 1000), (10000, 10000)], [100, 300, 1000, 3000, 10000], 100
     rows = []
     for n, d in grid:
         for ex in ("local", "ray"):
