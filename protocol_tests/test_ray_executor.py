@@ -16,6 +16,10 @@ xdist group so a parallel run starts it once); the Ctrl-C test starts its own in
   serial executor within a tolerance stated in the test; a failing training task is a typed error.
 * Without Ray the default paths never import it, and ``executor="ray"`` says how to install it.
 * Ctrl-C during ``secagg simulate --executor ray``: exit 130, the local cluster's processes are gone.
+* ``rfa compare --executor ray``: the process pool's results.csv with the same grouping, serial's within a
+  stated tolerance; SIGTERM in a subprocess: exit 130, one line saying what was saved, the finished runs
+  intact, no Ray process left, and ``--resume`` ends with the uninterrupted sweep's results. A signal
+  while the driver waits on Ray reaches the caller's own handler, and the tasks are cancelled.
 No timing assertions.
 """
 
@@ -544,6 +548,7 @@ def _results(folder) -> list[dict]:  # noqa: ANN001
     return rows
 
 
+@pytest.mark.slow
 def test_rfa_compare_executor_ray_gives_the_process_pool_results(tmp_path) -> None:  # noqa: ANN001
     """``rfa compare --executor ray`` on the module's instance (2 CPUs: two groups per round) writes the
     results.csv of ``--executor processes`` (two workers: the same two groups) character for character,
