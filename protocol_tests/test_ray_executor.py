@@ -210,7 +210,21 @@ def test_a_dead_actor_drops_its_clients_at_that_round() -> None:
         if round == "share-keys" and direction == "down" and "done" not in box:
             box["done"] = True
             tr = box["session"].transport
-            ray.kill(tr.actor_handles[tr.slot[1]], no_restart=True)
+            victim = tr.actor_handles[tr.slot[1]]
+            ray.kill(victim, no_restart=True)
+            # ray.kill is asynchronous: on a busy machine the actor could still run its masked-input calls
+            # (its clients would then fail a round later); wait until Ray reports it dead
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    ray.get(victim.size.remote(), timeout=10)
+                except ray.exceptions.RayActorError:
+                    break
+                except ray.exceptions.GetTimeoutError:
+                    pass
+                time.sleep(0.1)
+            else:
+                pytest.fail("the killed actor still answers")
         return data
 
     s = Session(xs, executor="ray", dropouts={0: "share-keys"}, interceptor=kill_after_share_keys, **kw)
