@@ -13,6 +13,8 @@ works, and the result's guarantee says that it is outside what was guaranteed.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -617,3 +619,39 @@ def test_random_schedules_real_and_modular_agree(data) -> None:  # noqa: ANN001
         params = SessionParams.create(n, 2, M, **{k_: v for k_, v in kw.items()})
         assert len(real[1]) >= params.min_survivors
         assert len(rules.survivor_components(params.graph, frozenset(real[1]))) == 1
+
+
+@pytest.mark.parametrize("backend", ["protocol", "modular"])
+def test_adaptive_opt_in_through_secure_average_the_rfa_oracles_and_the_cli(backend: str, capsys) -> None:  # noqa: ANN001
+    """adaptive=True reaches every entry point: secure_average (both backends) aborts the adaptive placement
+    of the boundary scenario (rule survivors-robust) where the default completes; the rfa oracles pass it on;
+    `secagg simulate --adaptive` builds its parameters with the tolerance and refuses where no survivor
+    check can certify the guarantee (exit 2, nothing run)."""
+    import torch
+
+    import rfa
+    from secagg import cli
+    from secagg.average import secure_average
+
+    n = 40
+    kw = dict(graph="secagg+", neighbours=6, threshold=3, seed=12, dropout_fraction=0.1, corrupt_fraction=0.05)
+    params = SessionParams.create(n, 3, M, adaptive=True, **kw)
+    _, dropped = _adaptive_cut(params)
+    drops = {u: "masked-input" for u in dropped}
+    v = np.random.default_rng(3).normal(size=(n, 4))
+    ok = secure_average(v, dropouts=drops, backend=backend, clip=4.0, **kw)
+    assert len(ok.included) == n - len(dropped)
+    with pytest.raises(ProtocolAborted) as info:
+        secure_average(v, dropouts=drops, backend=backend, clip=4.0, adaptive=True, **kw)
+    assert info.value.rule == "survivors-robust"
+    oracle_cls = rfa.ModularOracle if backend == "modular" else rfa.SecAggOracle
+    # the oracles pass it on: at m = 400 the finder's (k, t) cannot certify it, and the call says so
+    big = torch.as_tensor(np.random.default_rng(4).normal(size=(400, 2)))
+    with pytest.raises(InvalidInput, match="adaptive=True needs"):
+        oracle_cls(seed=1, value_bound=4.0, graph="secagg+", adaptive=True)(big, torch.ones(400, dtype=torch.float64))
+    oracle_cls(seed=1, value_bound=4.0, graph="secagg+")(big, torch.ones(400, dtype=torch.float64))
+    if backend == "protocol":
+        assert cli.main(["simulate", "-n", "100", "-d", "4", "--graph", "secagg+", "--adaptive", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["ok"]
+        assert cli.main(["simulate", "-n", "400", "-d", "4", "--graph", "secagg+", "--adaptive"]) == 2
+        assert "adaptive=True needs" in capsys.readouterr().err

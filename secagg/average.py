@@ -299,6 +299,7 @@ def secure_average(
     min_survivors: int | None = None,
     protocol: str = "bonawitz",
     commit_self_masks: bool = False,
+    adaptive: bool = False,
 ) -> SecureAverageResult:
     """Weighted average ``sum_{U3} w_i x_i / sum_{U3} w_i`` of real vectors by one secure aggregation.
 
@@ -320,6 +321,8 @@ def secure_average(
             at which it drops; ``dropout_fraction``: the delta a SecAgg+ graph is designed for, which also
             sets the survivor bound; ``protocol="plaintext"``: clients send their encodings in the clear).
         backend: ``"protocol"`` (the real protocol) or ``"modular"`` (same result without cryptography).
+        adaptive: opt-in (SecAgg+): the survivor policy also withstands ``floor(gamma n)`` corrupt clients
+            placed after the graph is known (:func:`secagg.protocol.run_secure_aggregation`).
         commit_self_masks: opt-in self-mask commitments (:func:`secagg.protocol.run_secure_aggregation`);
             the modular backend prices them in its ledger.
 
@@ -343,6 +346,8 @@ def secure_average(
         neighbours=neighbours, corrupt_fraction=corrupt_fraction, dropout_fraction=dropout_fraction,
         min_survivors=min_survivors, protocol=protocol, commit_self_masks=commit_self_masks,
     )
+    if adaptive:  # passed only when asked, so the default call is the one it always was
+        proto_kwargs["adaptive"] = True
     if backend == "protocol":
         from secagg.protocol import run_secure_aggregation
 

@@ -370,6 +370,7 @@ class SessionParams:
             dropout_fraction=rate if rate and get("graph", "complete") == "secagg+" else None,
             min_survivors=get("min_survivors"), protocol=get("protocol", "bonawitz") or "bonawitz",
             commit_self_masks=bool(get("commit_self_masks", False)),
+            adaptive=bool(get("adaptive", False)),
         )
         kw.update(overrides)
         return cls.create(n, dim, modulus, **kw)

@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=float, default=None, help="per-coordinate clip c for --real (default: max |x|)")
     parser.add_argument("--backend", choices=("protocol", "modular"), default="protocol",
                         help="--real: run the protocol, or the bit-identical modular sum without cryptography")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="SecAgg+: the survivor policy also withstands floor(gamma n) corrupt clients placed after "
+                             "the graph is known (refused where no survivor check can certify it)")
     parser.add_argument("--commit-self-masks", action="store_true",
                         help="clients commit to their self-mask seeds in round 1 (opt-in; +32 bytes per client, "
                              "+64 signed in the active variant): wrong shares can then only abort, never change the sum")
@@ -175,6 +178,7 @@ def simulate(
     commit_self_masks: bool = False,
     executor: str = "local",
     ray_address: str | None = None,
+    adaptive: bool = False,
 ) -> dict[str, Any]:
     """Run one session and return a JSON-friendly report (``ok``, ``matches_plaintext``, ``aborted``,
     ``sets``, ``timings``, ``bytes``, parameters). InvalidInput for bad parameters. ``workers > 1`` runs
@@ -185,7 +189,7 @@ def simulate(
     schedule = _schedule(clients, dim, dropout_rate, variant, seed, drops)
     params = SessionParams.create(clients, dim, m, threshold=threshold, graph=graph, variant=variant, dropouts=schedule,
                                   seed=seed, neighbours=neighbours, dropout_fraction=_declared_delta(graph, dropout_rate),
-                                  protocol=protocol, commit_self_masks=commit_self_masks)
+                                  protocol=protocol, commit_self_masks=commit_self_masks, adaptive=adaptive)
     return simulate_session(params, seed, workers=workers, executor=executor, ray_address=ray_address)
 
 
@@ -342,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
                 graph=args.graph, neighbours=args.neighbours, variant=args.variant, dropout_rate=args.dropout_rate,
                 drops=args.drop, seed=args.seed, weights=args.weights, clip=args.clip, backend=args.backend,
                 protocol=args.protocol,
-                commit_self_masks=args.commit_self_masks,
+                commit_self_masks=args.commit_self_masks, adaptive=args.adaptive,
             )
         except SecAggError as exc:
             print(f"secagg simulate: error: {exc}", file=sys.stderr)
@@ -438,6 +442,7 @@ def simulate_real(
     backend: str = "protocol",
     protocol: str = "bonawitz",
     commit_self_masks: bool = False,
+    adaptive: bool = False,
 ) -> dict[str, Any]:
     """One secure weighted average of real Gaussian vectors (``secagg.secure_average``); the report says
     whether the result is within the stated error bound of the plaintext weighted average over U3."""
@@ -456,7 +461,7 @@ def simulate_real(
         res = secure_average(x, w, seed=seed, clip=clip, bits=modulus_bits, threshold=threshold, graph=graph,
                              variant=variant, dropouts=schedule, neighbours=neighbours, backend=backend,
                              dropout_fraction=_declared_delta(graph, dropout_rate), protocol=protocol,
-                             commit_self_masks=commit_self_masks)
+                             commit_self_masks=commit_self_masks, adaptive=adaptive)
     except ProtocolAborted as exc:
         report.update(ok=False, within_bound=None, aborted=_aborted(exc), bytes=bytes_report(exc.ledger))
         return report
