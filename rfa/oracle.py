@@ -109,10 +109,12 @@ def check_points(points: Any, *, name: str = "points") -> torch.Tensor:
 
 
 def check_weights(weights: Any, m: int, *, device: torch.device | None = None, name: str = "weights",
-                  default: float | None = 1.0) -> torch.Tensor:
+                  default: float | None = 1.0, finite: bool = True) -> torch.Tensor:
     """Weights as a float64 ``(m,)`` tensor of finite positive numbers, or :class:`InvalidInput`.
 
     ``None`` gives ``default`` for every client (``default=None`` makes weights mandatory).
+    ``finite=False`` lets NaN/Inf through (an oracle call: those clients refuse); the finite ones must
+    still be > 0.
     """
     if weights is None:
         if default is None:
@@ -128,10 +130,11 @@ def check_weights(weights: Any, m: int, *, device: torch.device | None = None, n
     if weights.is_complex() or weights.dtype == torch.bool:
         raise InvalidInput(f"{name} must be real numbers, got {weights.dtype}")
     w = weights.detach().to(dtype=torch.float64, device=device)
-    if not bool(torch.isfinite(w).all()):
+    fin = torch.isfinite(w)
+    if finite and not bool(fin.all()):
         raise InvalidInput(f"{name} contain NaN or Inf")
-    if not bool((w > 0).all()):
-        raise InvalidInput(f"{name} must be > 0, got min {float(w.min())}")
+    if not bool((w[fin] > 0).all()):
+        raise InvalidInput(f"{name} must be > 0, got min {float(w[fin].min())}")
     return w
 
 
@@ -441,27 +444,6 @@ def _finite_rows(x: torch.Tensor) -> torch.Tensor:
     return ok
 
 
-def _call_weights(weights: Any, m: int) -> torch.Tensor:
-    """The clients' weights as float64 CPU ``(m,)``; NaN/Inf allowed (those clients refuse), finite ones
-    must be > 0 (:class:`InvalidInput`)."""
-    if weights is None:
-        raise InvalidInput("weights are required")
-    if not isinstance(weights, torch.Tensor):
-        try:
-            weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"weights: cannot convert to a tensor ({exc})") from exc
-    if weights.ndim != 1 or weights.shape[0] != m:
-        raise InvalidInput(f"weights must have shape ({m},), got {tuple(weights.shape)}")
-    if weights.is_complex() or weights.dtype == torch.bool:
-        raise InvalidInput(f"weights must be real numbers, got {weights.dtype}")
-    w = weights.detach().to(dtype=torch.float64, device="cpu")
-    fin = torch.isfinite(w)
-    if not bool((w[fin] > 0).all()):
-        raise InvalidInput(f"weights must be > 0, got min {float(w[fin].min())}")
-    return w
-
-
 # ------------------------------------------------------------------------------------------ the oracles
 class SecureAverageOracle(abc.ABC):
     """Returns ``sum_i beta_i w_i / sum_i beta_i`` over the surviving clients and records the call.
@@ -506,7 +488,8 @@ class SecureAverageOracle(abc.ABC):
         """
         x = _check_shape(vectors, name="vectors")
         m = x.shape[0]
-        beta = _call_weights(weights, m)
+        # NaN/Inf allowed (those clients refuse); finite weights must be > 0
+        beta = check_weights(weights, m, device=torch.device("cpu"), default=None, finite=False)
         wb = self._check_bounds(beta, weight_bound, value_bound)
         devs = self._check_deviations(deviations, m)
         call = self._average(x, beta, weight_bound=wb, value_bound=value_bound, deviations=devs)
