@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes
 
 from secagg.errors import InconsistentShares, InvalidInput
-from secagg.shamir import PRIME, lagrange_at_zero
+from secagg.shamir import PRIME, batch_inverse, lagrange_at_zero
 
 __all__ = [
     "WrongShare",
@@ -125,24 +125,10 @@ def self_mask_commitment(session: bytes, owner: int, b: bytes) -> bytes:
 # ---------------------------------------------------------------------------------------------------
 # the fast check
 # ---------------------------------------------------------------------------------------------------
-def _batch_inverse(values: Sequence[int], p: int) -> list[int]:
-    """``[1 / v mod p for v in values]`` (all nonzero mod p) with one modular inversion (Montgomery's trick)."""
-    r = len(values)
-    prefix = [1] * (r + 1)
-    for i, v in enumerate(values):
-        prefix[i + 1] = prefix[i] * v % p
-    inv = pow(prefix[r], -1, p)
-    out = [0] * r
-    for i in range(r - 1, -1, -1):
-        out[i] = inv * prefix[i] % p
-        inv = inv * values[i] % p
-    return out
-
-
 def _dual_multipliers(xs: Sequence[int], p: int) -> list[int]:
     """``v_i = 1 / prod_{j != i} (x_i - x_j) mod p`` (one inversion: batch trick). The points are small
     integers (client id + 1), so each product is formed exactly and reduced once."""
-    return _batch_inverse([math.prod([xi - xj for xj in xs if xj != xi]) % p for xi in xs], p)
+    return batch_inverse([math.prod([xi - xj for xj in xs if xj != xi]) % p for xi in xs], p)
 
 
 @functools.lru_cache(maxsize=64)
@@ -156,7 +142,7 @@ def check_weights(xs: tuple[int, ...], threshold: int, rho: int, prime: int = PR
         return ()
     v = _dual_multipliers(xs, prime)
     zs = [rho * xi % prime for xi in xs]
-    inv = _batch_inverse([(z - 1) % prime or 1 for z in zs], prime)  # z = 1: its sum is m (inverse unused)
+    inv = batch_inverse([(z - 1) % prime or 1 for z in zs], prime)  # z = 1: its sum is m (inverse unused)
     return tuple(vi * ((m % prime) if z == 1 else (pow(z, m, prime) - 1) * iz % prime) % prime
                  for vi, z, iz in zip(v, zs, inv))
 

@@ -26,7 +26,7 @@ import numpy as np
 from secagg.drbg import Drbg
 from secagg.errors import InvalidInput, MalformedMessage
 
-__all__ = ["PRIME", "SHARE_SIZE", "split", "reconstruct", "lagrange_at_zero"]
+__all__ = ["PRIME", "SHARE_SIZE", "split", "reconstruct", "lagrange_at_zero", "batch_inverse"]
 
 PRIME: int = (1 << 256) + 297
 SHARE_SIZE: int = (PRIME.bit_length() + 7) // 8  # 33
@@ -79,29 +79,34 @@ def _split_int(
     return {i: int(v) % prime for i, v in zip(ids, y.tolist())}
 
 
+def batch_inverse(values: Sequence[int], prime: int = PRIME) -> list[int]:
+    """``[1 / v mod prime for v in values]`` (all nonzero mod prime) with one modular inversion in total
+    (Montgomery's batch-inversion trick: prefix products, one inverse, unwound from the end)."""
+    r = len(values)
+    prefix = [1] * (r + 1)
+    for i, v in enumerate(values):
+        prefix[i + 1] = prefix[i] * v % prime
+    inv = pow(prefix[r], -1, prime)
+    out = [0] * r
+    for i in range(r - 1, -1, -1):
+        out[i] = inv * prefix[i] % prime
+        inv = inv * values[i] % prime
+    return out
+
+
 @functools.lru_cache(maxsize=256)
 def lagrange_at_zero(xs: tuple[int, ...], prime: int = PRIME) -> tuple[int, ...]:
     """``lambda_j = prod_{m != j} x_m / (x_m - x_j) mod p`` for distinct nonzero ``xs``.
 
-    One modular inversion in total (Montgomery's batch-inversion trick over the denominators).
+    One modular inversion in total (:func:`batch_inverse` over the denominators).
     """
-    t = len(xs)
     num_all = 1
     for x in xs:
         num_all = num_all * x % prime
     # numerator of lambda_j is num_all / x_j: fold x_j into the denominator; the points are small
     # integers (client id + 1), so each product is formed exactly and reduced once
     dens = [xj * math.prod([xm - xj for m, xm in enumerate(xs) if m != j]) % prime for j, xj in enumerate(xs)]
-    # batch inversion
-    prefix = [1] * (t + 1)
-    for j in range(t):
-        prefix[j + 1] = prefix[j] * dens[j] % prime
-    inv = pow(prefix[t], -1, prime)
-    lam = [0] * t
-    for j in range(t - 1, -1, -1):
-        lam[j] = num_all * (inv * prefix[j] % prime) % prime
-        inv = inv * dens[j] % prime
-    return tuple(lam)
+    return tuple(num_all * inv % prime for inv in batch_inverse(dens, prime))
 
 
 def _reconstruct_int(points: Mapping[int, int], threshold: int, prime: int) -> int:
