@@ -162,20 +162,15 @@ class Client:
         threshold=, graph=, variant=, session=, drbg=[, min_survivors=, commit_self_mask=])`` for an
         explicit graph (built with :meth:`~secagg.protocol.SessionParams.for_graph`)."""
         from secagg.protocol import SessionParams
-        from secagg.server import _keyword_params
 
-        if params is None:
-            kw = dict(keywords)
-            if "commit_self_mask" in kw:
-                kw["commit_self_masks"] = kw.pop("commit_self_mask")
-            graph = kw.get("graph")
-            if graph is not None and hasattr(graph, "n"):
-                kw.setdefault("n", graph.n)
+        kw = dict(keywords)
+        if "commit_self_mask" in kw:  # the keyword form names the client's own commitment
+            kw["commit_self_masks"] = kw.pop("commit_self_mask")
+        if params is None:  # n and d follow from the graph and the input
+            if hasattr(kw.get("graph"), "n"):
+                kw.setdefault("n", kw["graph"].n)
             kw.setdefault("dim", int(np.asarray(x).shape[0]))
-            params = _keyword_params(SessionParams, kw, "Client", ("n", "dim", "modulus", "threshold", "graph", "variant", "session"),
-                                     {"min_survivors", "commit_self_masks"})
-        elif keywords:
-            raise InvalidInput(f"Client: pass either params or keywords, not both ({sorted(keywords)})")
+        params = SessionParams.for_party("Client", params, kw)
         self.params = params
         self.id = int(id)
         self.commit_self_mask = params.commit_self_masks

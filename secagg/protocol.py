@@ -416,6 +416,31 @@ class SessionParams:
         return cls(n, dim, modulus, t, graph, "complete" if graph.is_complete else "secagg+", var, bytes(session),
                    types.MappingProxyType(_schedule(dropouts, n)), ms, delta, None, "bonawitz", None, commit_self_masks)
 
+    @classmethod
+    def for_party(cls, who: str, params: "SessionParams | None", keywords: Mapping[str, object]) -> "SessionParams":
+        """What a party's constructor (``who``: ``"Server"``, ``"Client"``) was given: ``params``, or the
+        keyword form (``n, dim, modulus, threshold, graph, variant, session``, optionally
+        ``min_survivors, commit_self_masks``) built with
+        :meth:`for_graph`. InvalidInput for both at once, an unknown name (listing the accepted ones) or a
+        missing one."""
+        if params is not None:
+            if keywords:
+                raise InvalidInput(f"{who}: pass either params or keywords, not both ({sorted(keywords)})")
+            return params
+        unknown = set(keywords) - set(_PARTY_KEYWORDS) - _PARTY_OPTIONAL
+        if unknown:
+            raise InvalidInput(f"{who}: unknown parameters {sorted(unknown)}; accepted: "
+                               f"{sorted(set(_PARTY_KEYWORDS) | _PARTY_OPTIONAL)}")
+        missing = [k for k in _PARTY_KEYWORDS if k not in keywords]
+        if missing:
+            raise InvalidInput(f"{who}: pass params (a SessionParams) or every one of {list(_PARTY_KEYWORDS)} "
+                               f"(missing {missing})")
+        kw = dict(keywords)
+        return cls.for_graph(int(kw["n"]), int(kw["dim"]), int(kw["modulus"]), kw["graph"], kw["threshold"],  # type: ignore[arg-type]
+                             variant=kw["variant"], session=bytes(kw["session"]),  # type: ignore[arg-type]
+                             min_survivors=kw.get("min_survivors"),  # type: ignore[arg-type]
+                             commit_self_masks=bool(kw.get("commit_self_masks", False)))
+
     def __reduce__(self):  # noqa: ANN204 - the read-only schedule view does not pickle; its dict does
         """Pickles without ``root`` (the seed's DRBG, used only to build the clients' keys before they
         are shipped; it holds an AES context), so parties in worker processes or Ray actors get it."""
@@ -437,6 +462,11 @@ class SessionParams:
                                             self.variant is Variant.ACTIVE)
         corrupt = None if self.gamma is None else rules.floor_fraction(self.n, self.gamma)
         return Guarantee(len(u3), self.min_survivors, True, self.delta, self.gamma, self.threshold, tol, anyc, corrupt)
+
+
+#: the keyword form of the parties' constructors (SessionParams.for_party): required and optional names
+_PARTY_KEYWORDS = ("n", "dim", "modulus", "threshold", "graph", "variant", "session")
+_PARTY_OPTIONAL = frozenset({"min_survivors", "commit_self_masks"})
 
 
 def _unpickle_params(state: dict) -> SessionParams:

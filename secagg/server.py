@@ -129,11 +129,7 @@ class Server:
         :meth:`~secagg.protocol.SessionParams.for_graph`, so the same checks and survivor bound apply)."""
         from secagg.protocol import SessionParams
 
-        if params is None:
-            params = _keyword_params(SessionParams, keywords, "Server", ("n", "dim", "modulus", "threshold", "graph", "variant", "session"),
-                                     {"min_survivors", "commit_self_masks"})
-        elif keywords:
-            raise InvalidInput(f"Server: pass either params or keywords, not both ({sorted(keywords)})")
+        params = SessionParams.for_party("Server", params, keywords)
         self.params = params
         self.n = params.n
         self.commit_self_masks = params.commit_self_masks
@@ -520,18 +516,3 @@ class Server:
             raise self._abort("unmasking", f"reconstruction failed: {exc}") from None
         self._acc = None
         return acc
-
-
-def _keyword_params(cls, keywords: dict, who: str, required: tuple[str, ...], optional: set[str]):  # noqa: ANN001, ANN202
-    """The keyword form of a party's constructor -> SessionParams.for_graph (InvalidInput on unknown or missing names)."""
-    unknown = set(keywords) - set(required) - optional
-    if unknown:
-        raise InvalidInput(f"{who}: unknown parameters {sorted(unknown)}; accepted: {sorted(set(required) | optional)}")
-    missing = [k for k in required if k not in keywords]
-    if missing:
-        raise InvalidInput(f"{who}: pass params (a SessionParams) or every one of {list(required)} (missing {missing})")
-    kw = dict(keywords)
-    n, dim, modulus, threshold, graph = (kw.pop(k) for k in ("n", "dim", "modulus", "threshold", "graph"))
-    return cls.for_graph(int(n), int(dim), int(modulus), graph, threshold, variant=kw.pop("variant"),
-                         session=bytes(kw.pop("session")), min_survivors=kw.pop("min_survivors", None),
-                         commit_self_masks=bool(kw.pop("commit_self_masks", False)))
