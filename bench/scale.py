@@ -210,7 +210,8 @@ def big_round(n: int, d: int, seed: int = 0) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # serial vs Ray (secagg.ray_transport): SecAgg+ rounds, crossover, one training round
 # ------------------------------------------------------------------------------------------------
-def _descendants(pid: int) -> set[int]:
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, theirs, ...), read from ``/proc/*/stat`` (Linux)."""
     kids: dict[int, list[int]] = {}
     for p in os.listdir("/proc"):
         if p.isdigit():
@@ -232,7 +233,7 @@ def _ray_processes_peak_mib(name: str = "ClientHost") -> float:
     """Sum of the peak resident sets (VmHWM) of the Ray actor processes named ``name`` that this process
     started (its descendants: the local instance's raylet forks the workers)."""
     total = 0.0
-    for p in _descendants(os.getpid()):
+    for p in descendants(os.getpid()):
         try:
             with open(f"/proc/{p}/cmdline", "rb") as f:
                 if name.encode() not in f.read():

@@ -252,22 +252,9 @@ def test_started_clients_cannot_be_shipped() -> None:
 # a local instance stays local
 # ------------------------------------------------------------------------------------------------
 def _descendants(pid: int) -> set[int]:
-    kids: dict[int, list[int]] = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            kids.setdefault(ppid, []).append(int(p))
-    out, todo = set(), [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
+    from bench.scale import descendants  # the benchmark's /proc walk (it sums the Ray actors' memory)
+
+    return descendants(pid)
 
 
 def _listening(pids: set[int]) -> list[str]:
