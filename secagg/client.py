@@ -41,6 +41,9 @@ peer; Bonawitz et al. require ``t > (n + n_C) / 2`` for active security.
   ``sigma_{u,v} = +1 if u > v else -1``, so ``p_{u,v} + p_{v,u} = 0``; uploads ``y_u`` packed.
 * :meth:`Client.consistency_check` (round 3, active only): receives the whole U3 (an id list on the
   complete graph, an ``n``-bit bitmap on SecAgg+), checks the survivor policy on it, signs ``(session, U3)``.
+  With ``consistency_view="window"`` (SecAgg+) it receives U3 only on its window ``N2[u]`` with Merkle
+  paths (:mod:`secagg.survivor_tree`), checks :func:`secagg.rules.check_window_policy` and signs
+  ``(session, n, root)``.
 * :meth:`Client.unmasking` (round 4): verifies (active) every forwarded signature over its own ``U3``
   (:class:`~secagg.errors.InconsistentView` otherwise; on SecAgg+ the server forwards those of the
   two-hop neighbourhood ``N2[u]`` only and a signer outside it is refused) and requires, for every peer
@@ -58,7 +61,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from secagg import keys, prg, reconstruct, ring, rules, shamir
+from secagg import keys, prg, reconstruct, ring, rules, shamir, survivor_tree
 from secagg.drbg import Drbg
 from secagg.errors import (
     DecryptionFailed,
@@ -75,6 +78,7 @@ from secagg.rounds import VARIANTS, Round
 from secagg.messages import (
     AdvertiseKeys,
     Ciphertexts,
+    ConsistencyProof,
     ConsistencyRequest,
     ConsistencySignature,
     KeyList,
@@ -87,6 +91,7 @@ from secagg.messages import (
     advertise_payload,
     commitment_payload,
     consistency_payload,
+    consistency_root_payload,
     share_aad,
 )
 
@@ -199,6 +204,7 @@ class Client:
         self._ciphertexts: dict[int, bytes] = {}
         self._own_shares: tuple[bytes, bytes] | None = None
         self._u3: tuple[int, ...] | None = None
+        self._signed_payload: bytes = b""
         self._b: bytes | None = None
         self._recv_keys: dict[int, bytes] = {}
         if self.active and (signing_key is None or self._pki.get(self.id) != signing_key.public_bytes):
@@ -366,6 +372,8 @@ class Client:
         return self._run("consistency_check", self._consistency_check, data)
 
     def _consistency_check(self, data: bytes) -> bytes:
+        if self.params.window_view:
+            return self._consistency_check_window(data)
         msg = ConsistencyRequest.from_bytes(data)
         self._check_header(msg, "masked-input")
         want = None if self.graph.is_complete else self.graph.n
@@ -390,8 +398,36 @@ class Client:
                                     self.params.tolerate)
         self._u3 = u3
         self.views["U3"] = s3
+        return self._sign_consistency(consistency_payload(self.session, u3))
+
+    def _consistency_check_window(self, data: bytes) -> bytes:
+        """``consistency_view="window"``: U3 on this client's window ``N2[u]`` only, authenticated by Merkle
+        paths (:mod:`secagg.survivor_tree`); the local survivor rules; sign ``(session, n, root)``."""
+        msg = ConsistencyProof.from_bytes(data)
+        self._check_header(msg, "masked-input")
+        n = self.graph.n
+        if msg.universe != n:
+            raise ProtocolViolation(f"survivor proof over {msg.universe} clients; this session has {n}")
+        want = survivor_tree.window_leaves(self.graph, self.id)
+        if len(msg.leaves) != len(want):
+            raise ProtocolViolation(f"survivor proof with {len(msg.leaves)} leaves; this client's window needs {len(want)}")
+        root = survivor_tree.root_from_proof(self.session, n, want, msg.leaves, msg.paths)
+        s3 = survivor_tree.survivors_in_window(self.graph, self.id, msg.leaves)
+        if self.id not in s3:
+            raise ProtocolViolation("U3 sent to this client does not contain it")
+        u2 = self.views["U2"]
+        stray = sorted(v for v in s3 if v in self._neighbourhood and v not in u2)
+        if stray:
+            raise ProtocolViolation(f"U3 holds neighbours {stray[:5]} that never shared keys with this client")
+        rules.check_window_policy("consistency-check", self.graph, self.id, s3, self.threshold)
+        self._u3 = tuple(sorted(s3))
+        self.views["U3"] = s3
+        return self._sign_consistency(consistency_root_payload(self.session, n, root))
+
+    def _sign_consistency(self, payload: bytes) -> bytes:
         assert self._signing_key is not None
-        sig = self._signing_key.sign(consistency_payload(self.session, u3))
+        self._signed_payload = payload
+        sig = self._signing_key.sign(payload)
         self.expected_round = Round.UNMASKING
         return ConsistencySignature("consistency-check", self.session, self.id, sig).to_bytes()
 
@@ -431,7 +467,7 @@ class Client:
                     raise ProtocolViolation(f"signatures of clients {outside[:5]} outside this client's two-hop neighbourhood")
             # per peer v to reveal a share of: t signers among N(v) ∪ {v} (complete graph: |U4| >= t)
             rules.check_signers("unmasking", self.graph, u2, signers, self.threshold, self.id)
-            payload = consistency_payload(self.session, self._u3)
+            payload = self._signed_payload
             for v, sig in msg.signatures:
                 pk = self._pki.get(v)
                 if pk is None:

@@ -180,6 +180,7 @@ def our_model(
     input_bits: int = 16,
     commit_self_masks: bool = False,
     protocol: str = "bonawitz",
+    consistency_view: str = "full",
 ) -> OurCost:
     """Closed-form cost of one run in our wire format, in ``O(1)`` (no per-message enumeration).
 
@@ -200,6 +201,8 @@ def our_model(
     client of U4 receives the signatures of ``U4 ∩ N2[u]``, ``1 + (min(2k + 1, n) - 1)(|U4| - 1)/(n - 1)``
     in expectation (``min(2k + 1, n)`` exactly without dropouts). ``k = n - 1`` prices the complete graph's
     id list (a Harary graph of degree ``n - 1``, odd ``n``, is complete but sends the bitmap).
+    ``consistency_view="window"`` (active SecAgg+): the consistency request is instead the Merkle proof
+    of the client's window, :func:`secagg.messages.consistency_proof_size` bytes (``O(k + log n)``).
     """
     msg = _sizes()
     _check_pos(n, "n")
@@ -214,6 +217,10 @@ def our_model(
         if r not in _ROUNDS:
             raise InvalidInput(f"unknown round {r!r}")
         a[_ROUNDS.index(r)] += int(cnt)
+    if consistency_view not in ("full", "window"):
+        raise InvalidInput(f"consistency_view must be 'full' or 'window', got {consistency_view!r}")
+    if consistency_view == "window" and (variant != "active" or kk >= n - 1):
+        raise InvalidInput("consistency_view='window' applies to the active variant on a SecAgg+ graph (k < n - 1)")
     if protocol not in ("bonawitz", "plaintext"):
         raise InvalidInput(f"protocol must be 'bonawitz' or 'plaintext', got {protocol!r}")
     if protocol == "plaintext":
@@ -264,7 +271,8 @@ def our_model(
     h2 = min(2 * kk + 1, n)
     ng = (u4 if not sparse else 1 + (h2 - 1) * (u4 - 1) / (n - 1)) if active else 0
     # the U3 a client signs, in full: ids (complete graph) or an n-bit bitmap (SecAgg+)
-    creq = msg.consistency_request_size(u3, n if sparse else None)
+    creq = (msg.consistency_proof_size(n, kk) if consistency_view == "window"
+            else msg.consistency_request_size(u3, n if sparse else None))
     # survivors (ns includes u itself) and dropped neighbours of a client in U3
     ns = nb(u3, True) + 1
     nd = nb(u2 - u3, False)
@@ -324,7 +332,8 @@ def _params_key(p) -> tuple:  # noqa: ANN001 - SessionParams
     g = p.graph
     return (p.protocol, p.n, p.dim, p.modulus, g.n, g.k, bool(g.is_complete),
             None if g.is_complete else tuple(g.ring_order()), p.threshold, p.variant.value,
-            tuple(sorted(p.schedule.items())), p.min_survivors, p.commit_self_masks, p.tolerate)
+            tuple(sorted(p.schedule.items())), p.min_survivors, p.commit_self_masks, p.tolerate,
+            p.consistency_view)
 
 
 def _run_params(params, *, cache: bool = True) -> ModelRun:  # noqa: ANN001 - SessionParams

@@ -169,6 +169,10 @@ class Graph:
             comps.append(frozenset(comp))
         return comps
 
+    def position(self, u: int) -> int:
+        """Ring position of node ``u`` (``ring_order()[position(u)] == u``; ``u`` itself on the complete graph)."""
+        return self._pos[self._check_node(u)]
+
     def ring_order(self) -> tuple[int, ...]:
         """Nodes in ring order (position p holds ``ring_order()[p]``); identity for the complete graph."""
         return self._label

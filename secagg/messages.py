@@ -41,6 +41,8 @@ Exact layouts (body = what follows the 22-byte header; ``[x]`` present only in t
                                       3 (active)        | ng u32 | ng x (id u32 | sig G)                 + ng (4 + G)
     9    unmasking-response     up    4                 nb u32 | nb x (id u32 | share S) | nk u32 |   22 + 8 + (nb + nk)(4 + S)
                                                         nk x (id u32 | share S)
+    10   consistency-proof      down  2 (active,        n u32 | c u16 | depth u8 | c x leaf 32 B |    22 + 7 + 32 c (1 + depth)
+                                      window view)      c x depth x hash 32 B  (U3 near the recipient)
 
 With K = 32, G = 64, S = 33, C = 118: advertise-keys 87 / 151 bytes, a key-list entry 68 / 132 bytes,
 a routed ciphertext 122 bytes, a share in a response 37 bytes, a signature in a request 68 bytes.
@@ -67,7 +69,10 @@ session``; the receiver checks both the tag and the decrypted header (Decryption
 
 Signed payloads (Ed25519, active variant): advertise = ``b"secagg/advertise-keys/v1" | session |
 id u32 | c_pk | s_pk``; self-mask commitment (when on) = ``b"secagg/commitment-signature/v1" |
-session | id u32 | commitment``; consistency = ``b"secagg/consistency/v1" | session | m u32 | ids of U3``.
+session | id u32 | commitment``; consistency = ``b"secagg/consistency/v1" | session | m u32 | ids of U3``;
+with ``consistency_view="window"`` (active SecAgg+) ``b"secagg/consistency-root/v1" | session | n u32 |
+root``, the Merkle root of U3's ring bitmap (:mod:`secagg.survivor_tree`; the consistency request is
+then a consistency-proof, :class:`ConsistencyProof`).
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ __all__ = [
     "Ciphertexts",
     "MaskedInput",
     "ConsistencyRequest",
+    "ConsistencyProof",
     "ConsistencySignature",
     "UnmaskingRequest",
     "UnmaskingResponse",
@@ -111,6 +117,8 @@ __all__ = [
     "share_aad",
     "advertise_payload",
     "consistency_payload",
+    "consistency_root_payload",
+    "consistency_proof_size",
     "commitment_payload",
     "COMMITMENT_SIZE",
     "advertise_keys_size",
@@ -651,6 +659,62 @@ def _bitmap_ids(raw: bytes, n: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
+class ConsistencyProof(Message):
+    """Round 2 broadcast, active SecAgg+ with ``consistency_view="window"``: the part of U3 the
+    recipient needs, authenticated against the Merkle root every client signs
+    (:mod:`secagg.survivor_tree`).
+
+    ``universe``: ``n``; ``leaves``: the ``c`` leaves of :func:`secagg.survivor_tree.window_leaves` (32
+    bytes each, the ring bitmap's bits of 256 positions), in that order; ``paths``: each leaf's
+    ``depth`` sibling hashes, leaf level first. Body: ``n u32 | c u16 | depth u8 | c x leaf 32 B |
+    c x depth x hash 32 B``. ``c`` and ``depth`` depend only on ``n`` and ``k``
+    (:func:`secagg.survivor_tree.tree_shape`), so every client's proof has the same size.
+    """
+
+    universe: int = 1
+    leaves: tuple[bytes, ...] = ()
+    paths: tuple[tuple[bytes, ...], ...] = ()
+
+    CODE: ClassVar[int] = 10
+    KIND: ClassVar[str] = "consistency-proof"
+    DIRECTION: ClassVar[str] = "down"
+    ROUND_TAGS: ClassVar[tuple[str, ...]] = ("masked-input",)
+
+    def _validate(self) -> None:
+        if isinstance(self.universe, bool) or not isinstance(self.universe, int) or not 1 <= self.universe <= MAX_PARTY:
+            raise InvalidInput(f"universe must be an int in [1, 2**32), got {self.universe!r}")
+        if not isinstance(self.leaves, tuple) or not isinstance(self.paths, tuple):
+            raise InvalidInput("leaves and paths must be tuples")
+        if not 1 <= len(self.leaves) <= 0xFFFF or len(self.paths) != len(self.leaves):
+            raise InvalidInput(f"need 1..65535 leaves, one path each (got {len(self.leaves)} leaves, {len(self.paths)} paths)")
+        for leaf in self.leaves:
+            _check_bytes(leaf, 32, "leaf")
+        depth = len(self.paths[0]) if isinstance(self.paths[0], tuple) else -1
+        if not 0 <= depth <= 32:
+            raise InvalidInput("each path must be a tuple of at most 32 hashes")
+        for path in self.paths:
+            if not isinstance(path, tuple) or len(path) != depth:
+                raise InvalidInput("every path must have the same length")
+            for h in path:
+                _check_bytes(h, 32, "path hash")
+
+    def _body(self) -> bytes:
+        depth = len(self.paths[0])
+        return (_U32.pack(self.universe) + struct.pack(">HB", len(self.leaves), depth) + b"".join(self.leaves)
+                + b"".join(h for path in self.paths for h in path))
+
+    @classmethod
+    def _parse_body(cls, r: _Reader, round: str, session: bytes, party: int) -> "ConsistencyProof":
+        n = r.u32()
+        c, depth = struct.unpack(">HB", r.take(3))
+        if n < 1 or c < 1 or depth > 32:
+            raise MalformedMessage(f"consistency proof: n = {n}, {c} leaves, depth {depth}")
+        leaves = tuple(r.take(32) for _ in range(c))
+        paths = tuple(tuple(r.take(32) for _ in range(depth)) for _ in range(c))
+        return cls._make(round, session, party, n, leaves, paths)
+
+
+@dataclass(frozen=True)
 class ConsistencySignature(Message):
     """Round 3 upload (active): the sender's signature over :func:`consistency_payload` of its U3."""
 
@@ -745,6 +809,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     ConsistencySignature,
     UnmaskingRequest,
     UnmaskingResponse,
+    ConsistencyProof,
 )
 KINDS: tuple[str, ...] = tuple(t.KIND for t in MESSAGE_TYPES)
 _BY_CODE = {t.CODE: t for t in MESSAGE_TYPES}
@@ -818,6 +883,12 @@ def consistency_payload(session: bytes, survivors: tuple[int, ...]) -> bytes:
     return b"secagg/consistency/v1" + session + _ids_bytes(tuple(survivors))
 
 
+def consistency_root_payload(session: bytes, n: int, root: bytes) -> bytes:
+    """Bytes a client signs in round 3 with ``consistency_view="window"``: the session, ``n`` and the
+    Merkle root of U3's ring bitmap (:mod:`secagg.survivor_tree`)."""
+    return b"secagg/consistency-root/v1" + session + _U32.pack(n) + bytes(root)
+
+
 # ---------------------------------------------------------------------------------------------------
 # exact sizes (used by the analytical cost model; tests check them against to_bytes)
 # ---------------------------------------------------------------------------------------------------
@@ -852,6 +923,15 @@ def consistency_request_size(survivors: int, universe: int | None = None) -> int
     if universe is not None:
         return HEADER_SIZE + 4 + (universe + 7) // 8
     return HEADER_SIZE + 4 + 4 * survivors
+
+
+def consistency_proof_size(n: int, k: int) -> int:
+    """Round-2 broadcast with ``consistency_view="window"``: ``22 + 7 + c (32 + 32 depth)`` with ``(c,
+    depth)`` of :func:`secagg.survivor_tree.tree_shape` (the same for every client)."""
+    from secagg.survivor_tree import tree_shape
+
+    _, depth, c = tree_shape(n, k)
+    return HEADER_SIZE + 7 + c * 32 * (1 + depth)
 
 
 def consistency_signature_size() -> int:

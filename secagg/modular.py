@@ -70,6 +70,7 @@ class ModularClient:
         self.active = params.variant is Variant.ACTIVE
         self._dim, self._modulus = params.dim, params.modulus
         self._commit = params.commit_self_masks
+        self._window = params.window_view
         self.expected_round: Round | None = Round.ADVERTISE_KEYS
         self.aborted = None
 
@@ -106,6 +107,16 @@ class ModularClient:
                           Token("masked-input", msg.masked_input_size(self._dim, self._modulus)))
 
     def consistency_check(self, request: Token) -> Token:
+        if self._window:  # U3 on this client's window only: the real client's local rules (secagg.rules)
+            self._enter(Round.CONSISTENCY_CHECK)
+            try:
+                rules.check_window_policy(Round.CONSISTENCY_CHECK, self.graph, self.id, request.ids, self.threshold)
+            except Exception as exc:
+                self.aborted = exc
+                self.expected_round = None
+                raise
+            self.expected_round = _next(Round.CONSISTENCY_CHECK, self.active)
+            return Token("consistency-signature", msg.consistency_signature_size())
         return self._step(Round.CONSISTENCY_CHECK, ((len(request.ids), self.threshold, "|U3|"),),
                           Token("consistency-signature", msg.consistency_signature_size()))
 
@@ -200,6 +211,10 @@ class ModularServer:
         self._need(Round.MASKED_INPUT, len(u3), "|U3|")
         self._rule(rules.check_survivor_policy, Round.MASKED_INPUT, self.graph, u3, self.min_survivors, None,
                    self.params.tolerate)
+        if self.active and self.params.window_view:  # U3 on each client's window, with Merkle paths
+            self._rule(rules.check_window_policy, Round.MASKED_INPUT, self.graph, None, u3, self.threshold)
+            size = msg.consistency_proof_size(self.n, self.graph.k)
+            return {u: Token("consistency-proof", size, u3 & self.graph.two_hop_neighbourhood(u)) for u in sorted(u3)}
         if self.active:  # all of U3: an id list (complete graph) or an n-bit bitmap (SecAgg+)
             size = msg.consistency_request_size(len(u3), None if self.graph.is_complete else self.n)
             return {u: Token("consistency-request", size, u3) for u in sorted(u3)}

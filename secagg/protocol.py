@@ -261,6 +261,12 @@ class SessionParams:
             n)``; else 0): ``G[U3 \\ S]`` must stay connected for every ``S`` of that many survivors
             (:func:`secagg.rules.check_survivor_policy`), checked by the server and, in the active
             variant, by every client on the U3 it signs.
+        consistency_view: how a client of the active variant sees the U3 it signs: ``"full"`` (all of U3:
+            an id list on the complete graph, an ``n``-bit bitmap on SecAgg+) or ``"window"`` (active
+            SecAgg+ only: the ring positions within ``k`` of its own, authenticated against a Merkle root
+            of U3 that every client signs, ``O(k + log n)`` bytes; :mod:`secagg.survivor_tree`). With
+            ``"window"`` the clients check the local rules of :func:`secagg.rules.check_window_policy`
+            and the global survivor policy is the server's alone.
     """
 
     n: int
@@ -279,6 +285,12 @@ class SessionParams:
     root: Drbg | None = field(default=None, repr=False, compare=False)
     commit_self_masks: bool = False
     tolerate: int = 0
+    consistency_view: str = "full"
+
+    @property
+    def window_view(self) -> bool:
+        """True when clients sign a Merkle root and see U3 on their window only (``consistency_view="window"``)."""
+        return self.consistency_view == "window"
 
     @property
     def rounds(self) -> tuple[Round, ...]:
@@ -310,6 +322,7 @@ class SessionParams:
         derive_session: bool = True,
         commit_self_masks: bool = False,
         adaptive: bool = False,
+        consistency_view: str = "full",
     ) -> "SessionParams":
         """Validate every argument (InvalidInput before anything runs) and derive the graph, threshold,
         session id and survivor bound from ``seed`` (module docstring). ``derive_session=False`` (the
@@ -324,6 +337,8 @@ class SessionParams:
             raise InvalidInput(f"adaptive must be a bool, got {adaptive!r}")
         if adaptive and protocol == "plaintext":
             raise InvalidInput("protocol='plaintext' hides nothing: adaptive does not apply")
+        if consistency_view != "full" and protocol == "plaintext":
+            raise InvalidInput("protocol='plaintext' has no consistency round: consistency_view does not apply")
         var = _variant(variant)
         if graph not in GRAPHS:
             raise InvalidInput(f"graph must be one of {GRAPHS}, got {graph!r}")
@@ -351,8 +366,9 @@ class SessionParams:
             delta if graph == "complete" else None)
         ms = rules.min_survivors_for(n, t, sparse=sparse, delta=d_policy, min_survivors=min_survivors)
         tol = _adaptive_tolerance(n, g, t, var, gamma) if adaptive and sparse else 0
+        view = _consistency_view(consistency_view, g, var, graph)
         return cls(n, dim, modulus, t, g, graph, var, session, types.MappingProxyType(schedule), ms, d_policy,
-                   gamma if sparse else None, protocol, root, commit_self_masks, tol)
+                   gamma if sparse else None, protocol, root, commit_self_masks, tol, view)
 
     @classmethod
     def from_args(cls, args, n: int, dim: int, modulus: int, **overrides: object) -> "SessionParams":  # noqa: ANN001
@@ -371,6 +387,7 @@ class SessionParams:
             min_survivors=get("min_survivors"), protocol=get("protocol", "bonawitz") or "bonawitz",
             commit_self_masks=bool(get("commit_self_masks", False)),
             adaptive=bool(get("adaptive", False)),
+            consistency_view=get("consistency_view", "full") or "full",
         )
         kw.update(overrides)
         return cls.create(n, dim, modulus, **kw)
@@ -390,6 +407,7 @@ class SessionParams:
         min_survivors: int | None = None,
         session: bytes = b"",
         commit_self_masks: bool = False,
+        consistency_view: str = "full",
     ) -> "SessionParams":
         """Parameters for an explicit :class:`~secagg.graph.Graph` and threshold (the caller's; nothing is
         derived from a seed): what :func:`secagg.cost.simulate_run` and the keyword constructors of
@@ -413,8 +431,11 @@ class SessionParams:
         if sparse and delta is None:
             delta = rules.DEFAULT_DROPOUT_FRACTION
         ms = rules.min_survivors_for(n, t, sparse=sparse, delta=delta, min_survivors=min_survivors)
-        return cls(n, dim, modulus, t, graph, "complete" if graph.is_complete else "secagg+", var, bytes(session),
-                   types.MappingProxyType(_schedule(dropouts, n)), ms, delta, None, "bonawitz", None, commit_self_masks)
+        gname = "complete" if graph.is_complete else "secagg+"
+        view = _consistency_view(consistency_view, graph, var, gname)
+        return cls(n, dim, modulus, t, graph, gname, var, bytes(session),
+                   types.MappingProxyType(_schedule(dropouts, n)), ms, delta, None, "bonawitz", None, commit_self_masks,
+                   0, view)
 
     @classmethod
     def for_party(cls, who: str, params: "SessionParams | None", keywords: Mapping[str, object]) -> "SessionParams":
@@ -439,7 +460,8 @@ class SessionParams:
         return cls.for_graph(int(kw["n"]), int(kw["dim"]), int(kw["modulus"]), kw["graph"], kw["threshold"],  # type: ignore[arg-type]
                              variant=kw["variant"], session=bytes(kw["session"]),  # type: ignore[arg-type]
                              min_survivors=kw.get("min_survivors"),  # type: ignore[arg-type]
-                             commit_self_masks=bool(kw.get("commit_self_masks", False)))
+                             commit_self_masks=bool(kw.get("commit_self_masks", False)),
+                             consistency_view=str(kw.get("consistency_view", "full")))
 
     def __reduce__(self):  # noqa: ANN204 - the read-only schedule view does not pickle; its dict does
         """Pickles without ``root`` (the seed's DRBG, used only to build the clients' keys before they
@@ -466,7 +488,25 @@ class SessionParams:
 
 #: the keyword form of the parties' constructors (SessionParams.for_party): required and optional names
 _PARTY_KEYWORDS = ("n", "dim", "modulus", "threshold", "graph", "variant", "session")
-_PARTY_OPTIONAL = frozenset({"min_survivors", "commit_self_masks"})
+_PARTY_OPTIONAL = frozenset({"min_survivors", "commit_self_masks", "consistency_view"})
+
+#: the values of SessionParams.consistency_view
+CONSISTENCY_VIEWS = ("full", "window")
+
+
+def _consistency_view(view: object, graph: Graph, variant: Variant, requested: str) -> str:
+    """Validate ``consistency_view``: ``"window"`` only for the active variant on a SecAgg+ graph."""
+    if view not in CONSISTENCY_VIEWS:
+        raise InvalidInput(f"consistency_view must be one of {CONSISTENCY_VIEWS}, got {view!r}")
+    if view == "window":
+        if variant is not Variant.ACTIVE:
+            raise InvalidInput("consistency_view='window' applies to the active variant (the honest-but-curious one "
+                               "signs no U3)")
+        if graph.is_complete:
+            why = " (graph='secagg+' fell back to the complete graph at this n)" if requested == "secagg+" else ""
+            raise InvalidInput(f"consistency_view='window' needs a SecAgg+ graph{why}: on the complete graph every "
+                               f"client's window is all of U3")
+    return str(view)
 
 
 def _unpickle_params(state: dict) -> SessionParams:
@@ -685,6 +725,12 @@ def run_secure_aggregation(
                 shares (32 bytes, +64 signed, per client); the server checks every reconstructed ``b_u``
                 against it, so wrong shares beyond the decoding radius abort instead of corrupting the
                 sum. Off (default): the paper's wire format.
+            consistency_view: ``"full"`` (default) or ``"window"`` (active SecAgg+ only): each client receives
+                U3 only on the ring positions within ``k`` of its own, with Merkle authentication paths to a
+                root that every client signs (``O(k + log n)`` bytes per client instead of ``n / 8``), and
+                checks the local survivor rules (rule ``survivors-gap``: no ``k/2`` consecutive positions
+                without a survivor); the global survivor policy is then checked by the server only
+                (docs/protocol.md, "Active SecAgg+").
             adaptive: opt-in (SecAgg+): guarantee privacy against ``floor(gamma n)`` corrupt clients and
                 dropouts chosen *after* seeing the public graph, not only against ones independent of
                 its random relabelling (Bell et al.'s model). Requires ``t > floor(gamma n)`` (and

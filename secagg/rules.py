@@ -89,6 +89,8 @@ __all__ = [
     "survivor_tolerance",
     "floor_fraction",
     "check_survivor_policy",
+    "longest_gap",
+    "check_window_policy",
     "adaptive_corrupt_bound",
     "Guarantee",
     "DEFAULT_DROPOUT_FRACTION",
@@ -415,6 +417,60 @@ def check_survivor_policy(round: str, graph, u3: frozenset[int], min_survivors: 
                 f"connected after removing any {tolerate}); corrupt survivors there would expose honest partial sums",
                 party, rule="survivors-robust",
             )
+
+
+def longest_gap(graph, members: frozenset[int], positions: tuple[int, ...] | None = None) -> int:  # noqa: ANN001
+    """The longest run of consecutive ring positions holding no member of ``members``.
+
+    ``positions=None``: over the whole (cyclic) ring of ``graph``; else along ``positions`` (ring
+    positions in order, a client's window: :func:`secagg.survivor_tree.window_positions`)."""
+    order = graph.ring_order()
+    if positions is None:
+        n = graph.n
+        if not members:
+            return n
+        pos = sorted(graph.position(u) for u in members)
+        gaps = [pos[i + 1] - pos[i] - 1 for i in range(len(pos) - 1)]
+        gaps.append(pos[0] + n - pos[-1] - 1)
+        return max(gaps)
+    best = run = 0
+    for p in positions:
+        run = 0 if order[p] in members else run + 1
+        best = max(best, run)
+    return best
+
+
+def check_window_policy(round: str, graph, w: int | None, members: frozenset[int], threshold: int) -> None:  # noqa: ANN001
+    """The survivor rules a window can check (``consistency_view="window"``, active SecAgg+).
+
+    A client ``w`` that sees U3 only on ``N2[w]`` (the ring positions within ``k`` of its own,
+    :mod:`secagg.survivor_tree`) requires ``|U3 ∩ N2[w]| >= t`` and **no ``k/2`` consecutive
+    positions of its window without a survivor** (rule ``survivors-gap``). ``G[U3]`` on the Harary
+    ring splits only along two runs of ``k/2`` empty positions (:meth:`secagg.graph.HararyGraph.components`),
+    and every survivor next to such a run has it in its window, as have all of its holders (they lie
+    within ``k/2`` of it, and their windows reach ``k`` beyond), so a U3 with a split is refused by
+    exactly the clients whose shares would unmask a component. A window cannot tell one run (which a
+    connected ring allows) from two, so the rule refuses both; with the finder's ``k`` a run of ``k/2``
+    dropouts has probability at most ``n delta^(k/2)`` under random dropouts.
+
+    ``w=None`` is the server's form, over the whole ring and all of U3 (the union of the clients'
+    checks, so an honest server aborts before any client would)."""
+    h = graph.k // 2
+    if w is None:
+        gap = longest_gap(graph, members)
+    else:
+        from secagg.survivor_tree import window_positions
+
+        require(round, len(members), threshold, "|U3 ∩ N2[u]|", w)
+        gap = longest_gap(graph, members, window_positions(graph, w))
+    if h >= 1 and gap >= h:
+        where = "on the ring" if w is None else "in this client's window"
+        raise ProtocolAborted(
+            str(round),
+            f"survivor policy (window view): {gap} consecutive ring positions {where} hold no survivor "
+            f"(at most k/2 - 1 = {h - 1} allowed); a window cannot tell this gap from two, which would split G[U3]",
+            w, rule="survivors-gap",
+        )
 
 
 def adaptive_corrupt_bound(tolerance: int, threshold: int, holders: int, active: bool) -> int:

@@ -36,8 +36,9 @@ Messages a client sends that fail to parse or disagree with the server's state (
 round, sender, recipients) are *rejected*: the client is treated as dropped and the error kept in
 :attr:`Server.rejected`; the protocol continues if the threshold still holds.
 
-Active variant: each client of U3 receives all of U3 to sign (an ``n``-bit bitmap on SecAgg+) and,
-with its unmasking request, the signatures of :func:`secagg.rules.signers_for` (all of U4 on the
+Active variant: each client of U3 receives all of U3 to sign (an ``n``-bit bitmap on SecAgg+; with
+``consistency_view="window"`` only its window of the ring, with Merkle paths to the root it signs,
+:mod:`secagg.survivor_tree`) and, with its unmasking request, the signatures of :func:`secagg.rules.signers_for` (all of U4 on the
 complete graph, the two-hop neighbourhood's on SecAgg+: ``O(k)`` of them, not ``Theta(n)``).
 
 Malicious servers for tests subclass :class:`Server` and override the message builders
@@ -67,6 +68,7 @@ from secagg.rounds import Round, Variant
 from secagg.messages import (
     AdvertiseKeys,
     Ciphertexts,
+    ConsistencyProof,
     ConsistencyRequest,
     ConsistencySignature,
     KeyEntry,
@@ -79,7 +81,9 @@ from secagg.messages import (
     advertise_payload,
     commitment_payload,
     consistency_payload,
+    consistency_root_payload,
 )
+from secagg.survivor_tree import SurvivorTree, root_from_proof, window_leaves
 
 __all__ = ["Server"]
 
@@ -365,10 +369,22 @@ class Server:
         for: ``G[U3]`` connected and ``|U3| >= min_survivors``, else abort with nothing released."""
         self._rule(rules.check_survivor_policy, "masked-input", self.graph, u3, self.min_survivors, None,
                    self.params.tolerate)
+        if self.active and self.params.window_view:  # what the clients will check on their windows
+            self._rule(rules.check_window_policy, "masked-input", self.graph, None, u3, self.threshold)
 
-    def consistency_request_for(self, u: int) -> ConsistencyRequest:
+    @functools.cached_property
+    def survivor_tree(self) -> SurvivorTree:
+        """The Merkle tree over U3's ring bitmap (``consistency_view="window"``), built once."""
+        return SurvivorTree(self.graph, self.session, self.sets["U3"])
+
+    def consistency_request_for(self, u: int) -> ConsistencyRequest | ConsistencyProof:
         """The U3 sent to client ``u`` for signing (override to misbehave): all of U3, as an id list on the
-        complete graph, as an ``n``-bit bitmap on SecAgg+ (``n / 8`` bytes)."""
+        complete graph, as an ``n``-bit bitmap on SecAgg+ (``n / 8`` bytes); with
+        ``consistency_view="window"`` the leaves of ``u``'s window and their Merkle paths
+        (:mod:`secagg.survivor_tree`)."""
+        if self.params.window_view:
+            leaves, paths = self.survivor_tree.proof(window_leaves(self.graph, u))
+            return ConsistencyProof("masked-input", self.session, u, self.n, leaves, paths)
         universe = None if self.graph.is_complete else self.n
         return ConsistencyRequest("masked-input", self.session, u, tuple(sorted(self.sets["U3"])), universe)
 
@@ -429,7 +445,11 @@ class Server:
         return self._send_requests("consistency-check", u4)
 
     def _signed_u3_for(self, u: int) -> bytes:
-        return consistency_payload(self.session, self.consistency_request_for(u).survivors)
+        req = self.consistency_request_for(u)
+        if isinstance(req, ConsistencyProof):  # the root the leaves sent to u lead to
+            root = root_from_proof(self.session, self.n, window_leaves(self.graph, u), req.leaves, req.paths)
+            return consistency_root_payload(self.session, self.n, root)
+        return consistency_payload(self.session, req.survivors)
 
     # ------------------------------------------------------------------------------------------
     # round 4: Unmasking
