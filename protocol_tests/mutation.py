@@ -42,6 +42,7 @@ _PROTO = "protocol_tests/test_secagg_protocol.py"
 _MSG = "protocol_tests/test_secagg_messages.py"
 _SHAMIR = "protocol_tests/test_secagg_shamir.py"
 _SPLUS = "protocol_tests/test_active_splus_consistency.py"
+_WINDOW = "protocol_tests/test_active_splus_window.py"
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,22 @@ MUTATIONS: tuple[Mutation, ...] = (
              (_SPLUS,)),
     Mutation("splus-bitmap-ignores-padding", "the U3 bitmap parser accepts nonzero padding bits (two encodings)",
              "secagg/messages.py", "if bits[n:].any():", "if False:", (_SPLUS, _MSG)),
+    # --- active SecAgg+, window view: U3 as a Merkle root -------------------------------------------
+    Mutation("window-leaves-may-disagree", "client accepts leaves whose paths lead to different roots (signs the first)",
+             "secagg/survivor_tree.py", "        elif h != root:\n", "        elif False:\n", (_WINDOW,)),
+    Mutation("window-client-skips-gap-rule", "client signs a window with k/2 positions and no survivor",
+             "secagg/client.py", 'rules.check_window_policy("consistency-check", self.graph, self.id, s3, self.threshold)',
+             "pass", (_WINDOW,)),
+    Mutation("window-tree-not-session-bound", "the Merkle leaves are hashed without the session",
+             "secagg/survivor_tree.py", 'return _h(_LEAF_DOMAIN, session, j.to_bytes(4, "big"), leaf)',
+             'return _h(_LEAF_DOMAIN, j.to_bytes(4, "big"), leaf)', (_WINDOW,)),
+    Mutation("window-padding-accepted", "client accepts bits set past the last ring position",
+             "secagg/survivor_tree.py", 'if int.from_bytes(leaf, "little") >> used:', "if False:", (_WINDOW,)),
+    Mutation("window-leaf-index-not-hashed", "a leaf's hash does not bind its index (leaves can be swapped)",
+             "secagg/survivor_tree.py", 'return _h(_LEAF_DOMAIN, session, j.to_bytes(4, "big"), leaf)',
+             "return _h(_LEAF_DOMAIN, session, leaf)", (_WINDOW,),
+             equivalent="a leaf's position is already bound by its path (left/right order of every node hash) and "
+                        "leaf and node hashes are domain-separated; the index in the leaf hash is defence in depth"),
     # --- reconstruction ---------------------------------------------------------------------------
     Mutation("reconstruct-from-t-only", "server reconstructs from the t smallest ids, ignoring the others",
              "secagg/reconstruct.py", "    if r > t:\n", "    if False:\n", (_ROB,)),
