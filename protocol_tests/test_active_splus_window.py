@@ -423,3 +423,32 @@ def test_a_window_client_refuses_the_full_bitmap_form() -> None:
         s.run()
     assert all(isinstance(c.aborted, MalformedMessage) for c in s.clients.values())
     assert all(not c.released for c in s.clients.values())
+
+
+def test_secure_average_and_the_rfa_oracles_pass_the_window_view_on() -> None:
+    from secagg.average import secure_average
+    from rfa.oracle import ModularOracle, SecAggOracle
+
+    x = np.random.default_rng(3).normal(size=(N, 4))
+    kw = dict(seed=9, graph="secagg+", variant="active", neighbours=K, threshold=3, dropout_fraction=0.25)
+    got = {}
+    for backend in ("protocol", "modular"):
+        res = secure_average(x, seed=9, backend=backend, **{k: v for k, v in kw.items() if k != "seed"},
+                             consistency_view="window")
+        assert res.ledger.by_kind().get("consistency-proof") == N * consistency_proof_size(N, K)
+        got[backend] = np.asarray(res.average)
+    assert np.array_equal(got["protocol"], got["modular"])
+    full = secure_average(x, **kw)
+    assert "consistency-proof" not in full.ledger.by_kind()
+    import torch
+
+    xt, wt = torch.tensor(x), torch.ones(N, dtype=torch.float64)
+    opts = dict(seed=11, graph="secagg+", variant="active", neighbours=K, threshold=3, dropout_fraction=0.25)
+    calls = {}
+    for cls in (SecAggOracle, ModularOracle):
+        for view in ("full", "window"):
+            calls[cls.__name__, view] = cls(**opts, consistency_view=view).average(xt, wt, weight_bound=1.0, value_bound=4.0)
+    extra = N * (consistency_proof_size(N, K) - consistency_request_size(0, N))
+    for name in ("SecAggOracle", "ModularOracle"):
+        assert calls[name, "window"].bytes_down - calls[name, "full"].bytes_down == extra != 0
+    assert torch.equal(calls["SecAggOracle", "window"].output, calls["ModularOracle", "window"].output)

@@ -300,6 +300,7 @@ def secure_average(
     protocol: str = "bonawitz",
     commit_self_masks: bool = False,
     adaptive: bool = False,
+    consistency_view: str = "full",
 ) -> SecureAverageResult:
     """Weighted average ``sum_{U3} w_i x_i / sum_{U3} w_i`` of real vectors by one secure aggregation.
 
@@ -323,6 +324,8 @@ def secure_average(
         backend: ``"protocol"`` (the real protocol) or ``"modular"`` (same result without cryptography).
         adaptive: opt-in (SecAgg+): the survivor policy also withstands ``floor(gamma n)`` corrupt clients
             placed after the graph is known (:func:`secagg.protocol.run_secure_aggregation`).
+        consistency_view: ``"window"`` (active SecAgg+): each client sees U3 on its window of the ring only,
+            with Merkle paths to a root every client signs (:func:`secagg.protocol.run_secure_aggregation`).
         commit_self_masks: opt-in self-mask commitments (:func:`secagg.protocol.run_secure_aggregation`);
             the modular backend prices them in its ledger.
 
@@ -348,6 +351,8 @@ def secure_average(
     )
     if adaptive:  # passed only when asked, so the default call is the one it always was
         proto_kwargs["adaptive"] = True
+    if consistency_view != "full":
+        proto_kwargs["consistency_view"] = consistency_view
     if backend == "protocol":
         from secagg.protocol import run_secure_aggregation
 

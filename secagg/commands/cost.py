@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-round", choices=_ROUNDS, default="masked-input",
                    help="round at which they drop (default masked-input: after sharing keys, the costly case)")
     p.add_argument("--variant", choices=("honest-but-curious", "active"), default="honest-but-curious")
+    p.add_argument("--consistency-view", choices=("full", "window"), default="full",
+                   help="active SecAgg+: the U3 each client signs, in full (an n-bit bitmap) or as its window of the "
+                        "ring with Merkle paths (O(k + log n) bytes)")
     p.add_argument("--protocol", choices=("bonawitz", "plaintext"), default="bonawitz",
                    help="bonawitz (default) or plaintext: the clients send their inputs in the clear (the baseline "
                         "the expansion factor is measured against)")
@@ -80,8 +83,12 @@ def run(args: argparse.Namespace) -> int:
                     graph = "secagg+"
                     threshold_note = f" (t = {t})"
         dropped = int(math.floor(args.dropout_rate * n))
+        view = getattr(args, "consistency_view", "full")
+        if view == "window" and (args.variant != "active" or graph != "secagg+"):
+            raise InvalidInput("--consistency-view window applies to --variant active on a SecAgg+ graph"
+                               + (threshold_note if graph != "secagg+" else ""))
         ours = our_model(n, d, modulus, k=k, variant=args.variant, drops={args.drop_round: dropped}, input_bits=b,
-                         protocol=args.protocol)
+                         protocol=args.protocol, consistency_view=view)
         paper = paper_model(n, d, b)
     except (SecAggError, ValueError) as exc:
         print(f"secagg cost: error: {exc}", file=sys.stderr)
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({
             "clients": n, "dim": d, "input_bits": b, "modulus_bits": mbits, "graph": graph, "k": k,
             "variant": args.variant, "protocol": args.protocol, "dropped": dropped, "drop_round": args.drop_round,
+            "consistency_view": view,
             "paper": {"traffic_bytes_per_client": paper.traffic_bytes, "element_bits": paper.element_bits,
                       "expansion": paper.expansion, "expansion_upload_download": paper.expansion},
             "ours": {"upload_per_client": ours.upload_per_client, "download_per_client": ours.download_per_client,

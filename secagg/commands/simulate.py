@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adaptive", action="store_true",
                         help="SecAgg+: the survivor policy also withstands floor(gamma n) corrupt clients placed after "
                              "the graph is known (refused where no survivor check can certify it)")
+    parser.add_argument("--consistency-view", choices=("full", "window"), default="full",
+                        help="active SecAgg+: clients see all of U3 (full, an n-bit bitmap) or only their window of "
+                             "the ring with Merkle paths to a root they all sign (window: O(k + log n) bytes; the "
+                             "global survivor policy is then checked by the server only)")
     parser.add_argument("--commit-self-masks", action="store_true",
                         help="clients commit to their self-mask seeds in round 1 (opt-in; +32 bytes per client, "
                              "+64 signed in the active variant): wrong shares can then only abort, never change the sum")
@@ -179,6 +183,7 @@ def simulate(
     executor: str = "local",
     ray_address: str | None = None,
     adaptive: bool = False,
+    consistency_view: str = "full",
 ) -> dict[str, Any]:
     """Run one session and return a JSON-friendly report (``ok``, ``matches_plaintext``, ``aborted``,
     ``sets``, ``timings``, ``bytes``, parameters). InvalidInput for bad parameters. ``workers > 1`` runs
@@ -189,7 +194,8 @@ def simulate(
     schedule = _schedule(clients, dim, dropout_rate, variant, seed, drops)
     params = SessionParams.create(clients, dim, m, threshold=threshold, graph=graph, variant=variant, dropouts=schedule,
                                   seed=seed, neighbours=neighbours, dropout_fraction=_declared_delta(graph, dropout_rate),
-                                  protocol=protocol, commit_self_masks=commit_self_masks, adaptive=adaptive)
+                                  protocol=protocol, commit_self_masks=commit_self_masks, adaptive=adaptive,
+                                  consistency_view=consistency_view)
     return simulate_session(params, seed, workers=workers, executor=executor, ray_address=ray_address)
 
 
@@ -209,6 +215,7 @@ def simulate_session(params: Any, seed: int, *, workers: int = 1, executor: str 
         "graph": params.graph_name,
         "variant": params.variant.value,
         "commit_self_masks": params.commit_self_masks,
+        "consistency_view": params.consistency_view,
         "seed": seed,
         "dropouts": {str(u): r for u, r in sorted(params.dropouts.items())},
     }
@@ -347,6 +354,7 @@ def run(args: argparse.Namespace) -> int:
                 drops=args.drop, seed=args.seed, weights=args.weights, clip=args.clip, backend=args.backend,
                 protocol=args.protocol,
                 commit_self_masks=args.commit_self_masks, adaptive=args.adaptive,
+                consistency_view=args.consistency_view,
             )
         except SecAggError as exc:
             print(f"secagg simulate: error: {exc}", file=sys.stderr)
@@ -443,6 +451,7 @@ def simulate_real(
     protocol: str = "bonawitz",
     commit_self_masks: bool = False,
     adaptive: bool = False,
+    consistency_view: str = "full",
 ) -> dict[str, Any]:
     """One secure weighted average of real Gaussian vectors (``secagg.secure_average``); the report says
     whether the result is within the stated error bound of the plaintext weighted average over U3."""
@@ -461,7 +470,8 @@ def simulate_real(
         res = secure_average(x, w, seed=seed, clip=clip, bits=modulus_bits, threshold=threshold, graph=graph,
                              variant=variant, dropouts=schedule, neighbours=neighbours, backend=backend,
                              dropout_fraction=_declared_delta(graph, dropout_rate), protocol=protocol,
-                             commit_self_masks=commit_self_masks, adaptive=adaptive)
+                             commit_self_masks=commit_self_masks, adaptive=adaptive,
+                             consistency_view=consistency_view)
     except ProtocolAborted as exc:
         report.update(ok=False, within_bound=None, aborted=_aborted(exc), bytes=bytes_report(exc.ledger))
         return report
