@@ -151,6 +151,9 @@ def render(results: dict[str, Any], images: list[str] | None = None) -> str:
                              "expansion_traffic", "paper_expansion", "exact"])]
         L += ["### Modulus bit-width", "", md_table(co.get("bitwidth", []))]
         L += ["### Cross-check: measured ledgers vs the model", "", md_table(co.get("cross_check", []))]
+        if co.get("consistency"):
+            L += ["### Active SecAgg+: the U3 a client signs, in full or as its window", "",
+                  md_table(co["consistency"]["model"]), md_table(_s(co["consistency"]["measured"], ["full_s", "window_s"]))]
         if co.get("rfa"):
             L += ["### RFA vs FedAvg: bytes per participating client per round", "", md_table(co["rfa"])]
     sc = results.get("scale", {})

@@ -147,8 +147,9 @@ class Client:
         aborted: the error that made this client abort, or None.
         released: ``peer -> share types revealed for it`` (``"b"``, ``"s_sk"``); never both.
         views: the sets this client saw (``"U1"``, ``"U2"``, ``"U3"``, ``"U4"``), restricted to its
-            neighbourhood except ``U3`` in the active variant (all of it) and ``U4`` there (all of it on
-            the complete graph, its two-hop neighbourhood's signers on SecAgg+).
+            neighbourhood except ``U3`` in the active variant (all of it; with ``consistency_view="window"``
+            its two-hop window) and ``U4`` there (all of it on the complete graph, its two-hop
+            neighbourhood's signers on SecAgg+).
     """
 
     def __init__(
