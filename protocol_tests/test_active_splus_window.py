@@ -8,10 +8,9 @@ neighbourhoods), forges, mixes or truncates proofs, skips its own survivor check
 that splits the ring, or replays a tree bound to another session. Each must end in an abort of the
 clients it targets, with no client's two share types released and no partial sum computable.
 
-Geometry: n = 24, k = 4 (N(v) ∪ {v} = 5 positions, N2[w] = 9 < n, k/2 = 2), t = 3, the smallest
-active threshold (2t = 6 > k + 1 = 5); dropout_fraction = 0.25 so min_survivors = 18. With the
-default t = 4 a run of k/2 dropouts already leaves the survivor next to it fewer than t live holders
-(and signers), so the gap rule would never be the one that fires; t = k/2 + 1 is where it matters.
+Geometry: n = 24, k = 4 (N(v) ∪ {v} = 5 positions, N2[w] = 9 < n, k/2 = 2), t = 4, the smallest
+threshold the window view accepts (2t > k + 2: secagg.rules.check_interleaving_threshold);
+dropout_fraction = 0.25 so min_survivors = 18.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from secagg.survivor_tree import LEAF_BITS, SurvivorTree, root_from_proof, tree_
 
 M = 2**16
 N, K, D = 24, 4, 3
-OPTS = dict(graph="secagg+", neighbours=K, threshold=3, variant="active", dropout_fraction=0.25,
+OPTS = dict(graph="secagg+", neighbours=K, threshold=4, variant="active", dropout_fraction=0.25,
             consistency_view="window")
 
 
@@ -155,9 +154,11 @@ def test_consistency_proof_round_trips_with_its_documented_size(n: int, half: in
 # ------------------------------------------------------------------------------------------------
 # honest runs: sum, ledger, cost model, sizes
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dropouts", [None, {3: "masked-input", 11: "share-keys", 20: "consistency-check"},
-                                      {17: "unmasking"}])
-def test_honest_window_run_is_correct_and_its_ledger_matches_both_models(dropouts) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("drops", [(), ((0, "masked-input"), (8, "share-keys"), (16, "consistency-check")),
+                                   ((5, "unmasking"),)])
+def test_honest_window_run_is_correct_and_its_ledger_matches_both_models(drops) -> None:  # noqa: ANN001
+    order = SessionParams.create(N, D, M, seed=5, **OPTS).graph.ring_order()
+    dropouts = {order[p]: r for p, r in drops} or None  # ring positions far apart: t holders stay live
     xs = random_inputs(N, D, M, 5)
     proofs: dict[int, ConsistencyProof] = {}
 
@@ -224,18 +225,21 @@ def _run_of(graph, start: int, length: int) -> list[int]:  # noqa: ANN001
     return [order[(start + j) % graph.n] for j in range(length)]
 
 
-def test_a_gap_of_k_over_2_aborts_a_window_session_in_both_backends_but_not_a_full_one() -> None:
+def test_a_gap_of_k_over_2_aborts_a_window_session_before_any_request_in_both_backends() -> None:
     g = SessionParams.create(N, D, M, seed=5, **OPTS).graph
     drops = {u: "masked-input" for u in _run_of(g, 6, K // 2)}  # one gap: G[U3] stays connected
     xs = random_inputs(N, D, M, 5)
-    full = run_secure_aggregation(xs, modulus=M, seed=5, dropouts=drops, **{**OPTS, "consistency_view": "full"})
-    assert len(full.included) == N - K // 2
     with pytest.raises(ProtocolAborted) as exc:
         run_secure_aggregation(xs, modulus=M, seed=5, dropouts=drops, **OPTS)
     assert exc.value.rule == "survivors-gap" and exc.value.round == "masked-input"
+    assert "consistency-proof" not in exc.value.ledger.by_kind()  # nothing was sent for signing
     with pytest.raises(ProtocolAborted) as exc2:
         modular_run(np.stack(xs), dim=D, modulus=M, seed=5, dropouts=drops, **OPTS)
-    assert exc2.value.rule == "survivors-gap"
+    assert exc2.value.rule == "survivors-gap" and exc2.value.ledger == exc.value.ledger
+    # the full view gets further, and stops for want of live holders next to the gap (t = k/2 + 2 > k/2 + 1)
+    with pytest.raises(ProtocolAborted) as exc3:
+        run_secure_aggregation(xs, modulus=M, seed=5, dropouts=drops, **{**OPTS, "consistency_view": "full"})
+    assert exc3.value.round == "consistency-check" and exc3.value.rule == "reconstructible"
     # one position fewer is allowed
     drops = {u: "masked-input" for u in _run_of(g, 6, K // 2 - 1)}
     res = run_secure_aggregation(xs, modulus=M, seed=5, dropouts=drops, **OPTS)
@@ -430,7 +434,7 @@ def test_secure_average_and_the_rfa_oracles_pass_the_window_view_on() -> None:
     from rfa.oracle import ModularOracle, SecAggOracle
 
     x = np.random.default_rng(3).normal(size=(N, 4))
-    kw = dict(seed=9, graph="secagg+", variant="active", neighbours=K, threshold=3, dropout_fraction=0.25)
+    kw = dict(seed=9, graph="secagg+", variant="active", neighbours=K, threshold=4, dropout_fraction=0.25)
     got = {}
     for backend in ("protocol", "modular"):
         res = secure_average(x, seed=9, backend=backend, **{k: v for k, v in kw.items() if k != "seed"},
@@ -443,7 +447,7 @@ def test_secure_average_and_the_rfa_oracles_pass_the_window_view_on() -> None:
     import torch
 
     xt, wt = torch.tensor(x), torch.ones(N, dtype=torch.float64)
-    opts = dict(seed=11, graph="secagg+", variant="active", neighbours=K, threshold=3, dropout_fraction=0.25)
+    opts = dict(seed=11, graph="secagg+", variant="active", neighbours=K, threshold=4, dropout_fraction=0.25)
     calls = {}
     for cls in (SecAggOracle, ModularOracle):
         for view in ("full", "window"):
@@ -452,3 +456,111 @@ def test_secure_average_and_the_rfa_oracles_pass_the_window_view_on() -> None:
     for name in ("SecAggOracle", "ModularOracle"):
         assert calls[name, "window"].bytes_down - calls[name, "full"].bytes_down == extra != 0
     assert torch.equal(calls["SecAggOracle", "window"].output, calls["ModularOracle", "window"].output)
+
+
+# ------------------------------------------------------------------------------------------------
+# interleaved classes: why the window view needs 2t > k + 2
+# ------------------------------------------------------------------------------------------------
+class ParityRouting(Server):
+    """The interleaved split: in round 1 each client is routed only the ciphertexts of its own class
+    (ring position parity), so no mask crosses classes; each class is shown a U3 equal to itself and
+    forwarded its own signatures; the server's own checks are skipped. With t = k/2 + 1 every client's
+    checks pass (each has exactly k/2 + 1 members of its class in N(v) ∪ {v}), and the server unmasks
+    each class's partial sum."""
+
+    def _cls(self, u: int) -> int:
+        return self.graph.position(u) % 2
+
+    def _view(self, u: int) -> frozenset[int]:
+        return frozenset(v for v in self.sets["U3"] if self._cls(v) == self._cls(u))
+
+    def check_survivors(self, u3):  # noqa: ANN001, ANN201
+        return None
+
+    def _check_reconstructible(self, round, alive):  # noqa: ANN001, ANN201
+        return None
+
+    def ciphertexts_for(self, v: int):  # noqa: ANN201
+        msg = super().ciphertexts_for(v)
+        return dataclasses.replace(msg, ciphertexts=tuple((u, c) for u, c in msg.ciphertexts if self._cls(u) == self._cls(v)))
+
+    def consistency_request_for(self, u: int):  # noqa: ANN201
+        if not self.params.window_view:
+            return dataclasses.replace(super().consistency_request_for(u), survivors=tuple(sorted(self._view(u))))
+        leaves, paths = SurvivorTree(self.graph, self.session, self._view(u)).proof(window_leaves(self.graph, u))
+        return ConsistencyProof("masked-input", self.session, u, self.n, leaves, paths)
+
+    def unmasking_request_for(self, u: int, round: str) -> UnmaskingRequest:
+        msg = super().unmasking_request_for(u, round)
+        sigs = tuple((v, s) for v, s in msg.signatures if self._cls(v) == self._cls(u))
+        v2 = {w for w in self._routed[u] if self._cls(w) == self._cls(u)} | {u}  # what u was routed
+        mine = self._view(u)
+        return dataclasses.replace(msg, survivors=tuple(sorted(v2 & mine)), dropped=tuple(sorted(v2 - mine)),
+                                   signatures=sigs)
+
+
+def _class_sums(params: SessionParams, n: int) -> tuple[Session, dict[int, bool]]:
+    """Run ParityRouting on ``params``; for each class, whether the server recovered its exact partial sum."""
+    from secagg import prg, shamir
+    from secagg.messages import MaskedInput, UnmaskingResponse
+
+    ys, shares = {}, {}
+
+    def tap(rnd, direction, client, data):  # noqa: ANN001, ANN202
+        if direction == "up" and rnd == "masked-input":
+            ys[client] = MaskedInput.from_bytes(data).vector(M)
+        if direction == "up" and rnd == "unmasking":
+            for v, sh in UnmaskingResponse.from_bytes(data).b_shares:
+                shares.setdefault(v, {})[client] = sh
+        return data
+
+    xs = random_inputs(n, D, M, 7)
+    s = Session(xs, params=params, server_class=ParityRouting, interceptor=tap)
+    _run(s)
+    got = {}
+    for c in (0, 1):
+        members = [u for u in range(n) if params.graph.position(u) % 2 == c]
+        if not all(u in ys and len(shares.get(u, {})) >= params.threshold for u in members):
+            got[c] = False
+            continue
+        acc = ring.zeros(D, M)
+        for u in members:
+            ring.add_into(acc, ys[u], M)
+        prg.add_masks(acc, [(shamir.reconstruct(shares[u], params.threshold), prg.PURPOSE_SELF, -1) for u in members],
+                      session=params.session, modulus=M)
+        got[c] = bool(np.array_equal(acc, _expected(xs, members)))
+    return s, got
+
+
+def test_the_window_view_refuses_t_at_most_k_over_2_plus_1_and_the_full_view_where_u3_may_be_half() -> None:
+    with pytest.raises(InvalidInput, match="interleaved"):
+        SessionParams.create(N, D, M, seed=5, **{**OPTS, "threshold": K // 2 + 1})
+    full = {**OPTS, "threshold": K // 2 + 1, "consistency_view": "full"}
+    assert SessionParams.create(N, D, M, seed=5, **full).threshold == 3  # min_survivors = 18 > n / 2
+    with pytest.raises(InvalidInput, match="interleaved"):
+        SessionParams.create(N, D, M, seed=5, **{**full, "dropout_fraction": 0.5})  # min_survivors = 12
+    assert SessionParams.create(N, D, M, seed=5, **OPTS).threshold == K // 2 + 2
+
+
+def test_the_interleaved_split_unmasks_both_classes_exactly_where_the_rule_refuses() -> None:
+    """What the rule prevents: the same lying server, on parameters built past the check, recovers
+    each parity class's exact partial sum with every client finishing; at t = k/2 + 2 it gets nothing."""
+    ok = SessionParams.create(N, D, M, seed=5, **OPTS)
+    weak = dataclasses.replace(ok, threshold=K // 2 + 1)
+    s, got = _class_sums(weak, N)
+    assert got == {0: True, 1: True} and all(c.aborted is None for c in s.clients.values())
+    assert _both_types_released(s) == []  # only b shares: the split-view rule alone does not see it
+    s, got = _class_sums(ok, N)
+    assert got == {0: False, 1: False}
+    assert all(not c.released for c in s.clients.values())  # each peer has only 3 < t signers of its class
+    assert all(isinstance(c.aborted, ProtocolAborted) for c in s.clients.values())
+
+
+def test_the_full_view_stops_the_interleaved_split_through_the_survivor_count() -> None:
+    p = SessionParams.create(N, D, M, seed=5, **{**OPTS, "threshold": K // 2 + 1, "consistency_view": "full"})
+    s, got = _class_sums(p, N)
+    assert got == {0: False, 1: False} and all(not c.released for c in s.clients.values())
+    assert {c.aborted.rule for c in s.clients.values()} == {"min-survivors"}
+    weak = dataclasses.replace(p, min_survivors=N // 2)  # what the refused dropout_fraction = 0.5 would give
+    s, got = _class_sums(weak, N)
+    assert got == {0: True, 1: True}

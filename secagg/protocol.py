@@ -260,7 +260,7 @@ class SessionParams:
         tolerate: the survivor policy's robustness bound (``adaptive=True`` on SecAgg+: ``floor(gamma
             n)``; else 0): ``G[U3 \\ S]`` must stay connected for every ``S`` of that many survivors
             (:func:`secagg.rules.check_survivor_policy`), checked by the server and, in the active
-            variant, by every client on the U3 it signs.
+            variant with the full view, by every client on the U3 it signs.
         consistency_view: how a client of the active variant sees the U3 it signs: ``"full"`` (all of U3:
             an id list on the complete graph, an ``n``-bit bitmap on SecAgg+) or ``"window"`` (active
             SecAgg+ only: the ring positions within ``k`` of its own, authenticated against a Merkle root
@@ -367,6 +367,8 @@ class SessionParams:
         ms = rules.min_survivors_for(n, t, sparse=sparse, delta=d_policy, min_survivors=min_survivors)
         tol = _adaptive_tolerance(n, g, t, var, gamma) if adaptive and sparse else 0
         view = _consistency_view(consistency_view, g, var, graph)
+        if sparse and var is Variant.ACTIVE:
+            rules.check_interleaving_threshold(g.k, t, window_view=view == "window", n=n, min_survivors=ms)
         return cls(n, dim, modulus, t, g, graph, var, session, types.MappingProxyType(schedule), ms, d_policy,
                    gamma if sparse else None, protocol, root, commit_self_masks, tol, view)
 
@@ -433,6 +435,8 @@ class SessionParams:
         ms = rules.min_survivors_for(n, t, sparse=sparse, delta=delta, min_survivors=min_survivors)
         gname = "complete" if graph.is_complete else "secagg+"
         view = _consistency_view(consistency_view, graph, var, gname)
+        if sparse and var is Variant.ACTIVE:
+            rules.check_interleaving_threshold(graph.k, t, window_view=view == "window", n=n, min_survivors=ms)
         return cls(n, dim, modulus, t, graph, gname, var, bytes(session),
                    types.MappingProxyType(_schedule(dropouts, n)), ms, delta, None, "bonawitz", None, commit_self_masks,
                    0, view)
@@ -502,7 +506,7 @@ def _consistency_view(view: object, graph: Graph, variant: Variant, requested: s
         if variant is not Variant.ACTIVE:
             raise InvalidInput("consistency_view='window' applies to the active variant (the honest-but-curious one "
                                "signs no U3)")
-        if graph.is_complete:
+        if graph.is_complete or graph.k >= graph.n - 1:
             why = " (graph='secagg+' fell back to the complete graph at this n)" if requested == "secagg+" else ""
             raise InvalidInput(f"consistency_view='window' needs a SecAgg+ graph{why}: on the complete graph every "
                                f"client's window is all of U3")

@@ -19,6 +19,9 @@ Threshold rules, and who sets them:
   than t messages are received, abort").
 * Active variant: ``2 t > h`` (:func:`check_active_threshold`; Bonawitz et al. prove active security
   for ``t > (n + n_C) / 2``, Section 4 and Appendix A).
+* Active SecAgg+: also ``2 t > k + 2`` with ``consistency_view="window"``, and with the full view where
+  ``min_survivors <= n / 2`` (:func:`check_interleaving_threshold`: otherwise interleaved classes of the
+  ring can be unmasked separately); our extension.
 * Reconstructibility (the server's early checks): every secret the server will need -- ``b_u`` for
   ``u in U3``, ``s_sk_v`` for dropped ``v in U2 \\ U3`` that masked with a survivor -- keeps ``>= t``
   live holders, and at the end ``t`` shares of each arrived.
@@ -77,6 +80,7 @@ __all__ = [
     "check_threshold_value",
     "default_threshold",
     "check_active_threshold",
+    "check_interleaving_threshold",
     "require",
     "holders_of",
     "masks_to_cancel",
@@ -182,6 +186,36 @@ def check_active_threshold(holders: int, threshold: int, variant: str) -> None:
             f"with t <= {holders // 2} a lying server can split the clients into two groups with different U3 "
             f"and collect both share types of a live client; use t >= {holders // 2 + 1} "
             f"(default {default_threshold(holders, variant)})"
+        )
+
+
+def check_interleaving_threshold(k: int, threshold: int, *, window_view: bool, n: int, min_survivors: int) -> None:
+    """Active SecAgg+: refuse ``2t <= k + 2`` where a lying server can split the ring into interleaved
+    classes and unmask each class's partial sum (InvalidInput).
+
+    The attack (no corrupt client needed): in round 1 the server routes to each client only the
+    ciphertexts of its own class (say the even and the odd ring positions), so no mask crosses classes,
+    and shows each class a U3 equal to itself. Every check a client makes passes when each client has
+    ``t`` members of its own class in ``N(v) ∪ {v}``: the parity split gives ``k/2 + 1`` of them. Each
+    class reveals only its own ``b`` shares (no client's two share types) and the server learns both
+    partial sums. With ``2t > k + 2`` no two classes can come close: for ``p`` of one class and ``q`` of
+    another at ring distance ``d <= k + 1`` with no class member between them, ``N[p]`` and ``N[q]``
+    span ``k + 1 + d`` positions of which the ``d - 1`` between belong to neither class, so the two
+    disjoint sets of ``t`` signers fit only if ``2t <= k + 2``.
+
+    Required always with ``consistency_view="window"`` (its clients cannot count U3); with the full view
+    only where ``min_survivors <= n / 2``, since there each client checks ``|U3| >= min_survivors`` on a U3
+    that cannot include another class's clients next to it, so two classes need two U3 of at least
+    ``min_survivors`` each out of ``n`` clients (docs/protocol.md, "Active SecAgg+")."""
+    if 2 * int(threshold) > int(k) + 2:
+        return
+    if window_view or 2 * int(min_survivors) <= int(n):
+        why = ("consistency_view='window'" if window_view
+               else f"min_survivors = {min_survivors} <= n / 2 (declared dropout fraction >= 0.5)")
+        raise InvalidInput(
+            f"active SecAgg+ with {why} needs 2t > k + 2 = {k + 2}, got t = {threshold}: with t <= {k // 2 + 1} a "
+            f"lying server can route round-1 shares within interleaved classes of the ring (e.g. even and odd "
+            f"positions) and unmask each class's partial sum; use t >= {k // 2 + 2}"
         )
 
 
