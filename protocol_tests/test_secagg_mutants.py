@@ -118,7 +118,7 @@ def _starved_schedule(n: int, k: int, t: int, seed: int, rnd: str, variant: str)
 
 @pytest.mark.parametrize(
     "variant,rnd,t",
-    [("honest-but-curious", "masked-input", 3), ("active", "consistency-check", 4)],
+    [("honest-but-curious", "masked-input", 3), ("active", "consistency-check", 5)],
 )
 def test_the_server_aborts_before_asking_for_shares_it_cannot_use(variant: str, rnd: str, t: int) -> None:
     # without the check the server would send unmasking requests, the other clients would reveal
@@ -126,7 +126,8 @@ def test_the_server_aborts_before_asking_for_shares_it_cannot_use(variant: str, 
     n, k, seed = 14, 6, 7
     victim, drops = _starved_schedule(n, k, t, seed, rnd, variant)
     # declared for up to half the clients dropping, so the survivor policy (|U3| >= ceil((1 - delta) n),
-    # G[U3] connected) holds and the reconstructibility check is the one that must stop the run
+    # G[U3] connected) holds and the reconstructibility check is the one that must stop the run (active:
+    # t = 5 > k/2 + 1, as a survivor bound of n / 2 requires, secagg.rules.check_interleaving_threshold)
     session = Session(
         random_inputs(n, 3, M, 8), modulus=M, graph="secagg+", neighbours=k, threshold=t, seed=seed, variant=variant, dropouts=drops,
         dropout_fraction=0.5,

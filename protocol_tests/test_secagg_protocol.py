@@ -123,13 +123,18 @@ def scenarios(draw):
     sparse = n >= 5 and draw(st.booleans())
     k = draw(st.integers(1, (n - 2) // 2)).__mul__(2) if sparse else None
     holders = (k + 1) if sparse else n
-    # active variant: 2t > holders, else the run is refused (secagg.protocol.check_active_threshold)
-    t = draw(st.integers(holders // 2 + 1 if variant == "active" else 2, holders))  # t >= 2 always
+    delta = draw(st.sampled_from([None, 0.3, 0.9])) if sparse else None  # the survivor bound's delta
+    # active variant: 2t > holders, else the run is refused (secagg.rules.check_active_threshold); on
+    # SecAgg+ with a survivor bound of at most n / 2 (delta = 0.9) also 2t > k + 2
+    # (secagg.rules.check_interleaving_threshold)
+    low = 2
+    if variant == "active":
+        low = max(holders // 2 + 1, k // 2 + 2 if sparse and delta == 0.9 else 0)
+    t = draw(st.integers(low, holders))  # t >= 2 always
     d = draw(st.integers(1, 50))
     m = draw(moduli)
     schedule = draw(st.dictionaries(st.integers(0, n - 1), drop_specs, max_size=n))
     seed = draw(st.integers(0, 2**32))
-    delta = draw(st.sampled_from([None, 0.3, 0.9])) if sparse else None  # the survivor bound's delta
     return n, variant, k, t, d, m, schedule, seed, delta
 
 

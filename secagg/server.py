@@ -157,6 +157,7 @@ class Server:
         self._holders: dict[int, frozenset[int]] = {}  # u -> H(u)
         self._acc: np.ndarray | None = None
         self._signatures: dict[int, bytes] = {}
+        self._consistency_sent: dict[int, ConsistencyRequest | ConsistencyProof] = {}
         self._requests: dict[int, UnmaskingRequest] = {}
         self.wrong_shares: list[reconstruct.WrongShare] = []
 
@@ -359,7 +360,8 @@ class Server:
         self._need("masked-input", len(u3), "|U3|")
         self.check_survivors(u3)
         if self.active:
-            return {u: self.consistency_request_for(u).to_bytes() for u in sorted(u3)}
+            self._consistency_sent = {u: self.consistency_request_for(u) for u in sorted(u3)}
+            return {u: req.to_bytes() for u, req in self._consistency_sent.items()}
         self.sets["U4"] = u3
         self._check_reconstructible("masked-input", u3)
         return self._send_requests("masked-input", u3)
@@ -445,9 +447,14 @@ class Server:
         return self._send_requests("consistency-check", u4)
 
     def _signed_u3_for(self, u: int) -> bytes:
-        req = self.consistency_request_for(u)
+        """What client ``u`` signed if honest: the payload over the U3 (or the root) it was sent."""
+        req = self._consistency_sent[u]
         if isinstance(req, ConsistencyProof):  # the root the leaves sent to u lead to
-            root = root_from_proof(self.session, self.n, window_leaves(self.graph, u), req.leaves, req.paths)
+            idx = window_leaves(self.graph, u)
+            if (req.leaves, req.paths) == self.survivor_tree.proof(idx):  # the honest proof: no hashing
+                root = self.survivor_tree.root
+            else:
+                root = root_from_proof(self.session, self.n, idx, req.leaves, req.paths)
             return consistency_root_payload(self.session, self.n, root)
         return consistency_payload(self.session, req.survivors)
 
