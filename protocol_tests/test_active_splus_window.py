@@ -532,14 +532,23 @@ def _class_sums(params: SessionParams, n: int) -> tuple[Session, dict[int, bool]
     return s, got
 
 
-def test_the_window_view_refuses_t_at_most_k_over_2_plus_1_and_the_full_view_where_u3_may_be_half() -> None:
-    with pytest.raises(InvalidInput, match="interleaved"):
-        SessionParams.create(N, D, M, seed=5, **{**OPTS, "threshold": K // 2 + 1})
-    full = {**OPTS, "threshold": K // 2 + 1, "consistency_view": "full"}
-    assert SessionParams.create(N, D, M, seed=5, **full).threshold == 3  # min_survivors = 18 > n / 2
-    with pytest.raises(InvalidInput, match="interleaved"):
-        SessionParams.create(N, D, M, seed=5, **{**full, "dropout_fraction": 0.5})  # min_survivors = 12
-    assert SessionParams.create(N, D, M, seed=5, **OPTS).threshold == K // 2 + 2
+def test_active_secagg_plus_refuses_t_at_most_k_over_2_plus_1_in_both_views() -> None:
+    for view in ("window", "full"):
+        for delta in (0.05, 0.25, 0.5):
+            with pytest.raises(InvalidInput, match="2t > k \\+ 2"):
+                SessionParams.create(N, D, M, seed=5, **{**OPTS, "threshold": K // 2 + 1, "consistency_view": view,
+                                                        "dropout_fraction": delta})
+        assert SessionParams.create(N, D, M, seed=5, **{**OPTS, "consistency_view": view}).threshold == K // 2 + 2
+    # the finder's choice for the active variant meets it (the semi-malicious one of Bell et al. and fcp,
+    # t = 3 at k = 4 for n = 24, does not)
+    from secagg.graph import find_secagg_plus_params
+
+    assert find_secagg_plus_params(24, 0.05, 0.05, "semi-malicious") == (4, 3)
+    for n in (20, 24, 30, 100, 1000):
+        k, t = find_secagg_plus_params(n, 0.05, 0.05, "active")
+        assert 2 * t > k + 2
+        p = SessionParams.create(n, D, M, graph="secagg+", variant="active", seed=1)
+        assert (p.graph.k, p.threshold) == (k, t)
 
 
 def test_the_interleaved_split_unmasks_both_classes_exactly_where_the_rule_refuses() -> None:
@@ -556,11 +565,78 @@ def test_the_interleaved_split_unmasks_both_classes_exactly_where_the_rule_refus
     assert all(isinstance(c.aborted, ProtocolAborted) for c in s.clients.values())
 
 
-def test_the_full_view_stops_the_interleaved_split_through_the_survivor_count() -> None:
-    p = SessionParams.create(N, D, M, seed=5, **{**OPTS, "threshold": K // 2 + 1, "consistency_view": "full"})
-    s, got = _class_sums(p, N)
-    assert got == {0: False, 1: False} and all(not c.released for c in s.clients.values())
-    assert {c.aborted.rule for c in s.clients.values()} == {"min-survivors"}
-    weak = dataclasses.replace(p, min_survivors=N // 2)  # what the refused dropout_fraction = 0.5 would give
-    s, got = _class_sums(weak, N)
-    assert got == {0: True, 1: True}
+class IslandRouting(Server):
+    """The island split of the full view: one honest U3 (everyone) for every client, only round-1 routing
+    lies. The ring is cut into periods of h + 1 helpers, then an island of h non-signers, h + 1 signers
+    and h non-signers (h = k/2). Non-signers are routed only their own island's ciphertexts (they abort
+    on the stray rule; nothing needs their signature), signers everything. At t = k/2 + 1 each
+    non-signer's b is revealed by exactly t signers and the helpers' masks with an island are
+    one-sided, so each island's masks cancel within it."""
+
+    def _role(self, u: int) -> tuple[str, int | None]:
+        h = self.graph.k // 2
+        q, o = divmod(self.graph.position(u), 4 * h + 2)
+        if o <= h:
+            return "helper", None
+        return ("signer" if 2 * h < o <= 3 * h + 1 else "edge"), q
+
+    def _check_reconstructible(self, round, alive):  # noqa: ANN001, ANN201
+        return None
+
+    def ciphertexts_for(self, v: int):  # noqa: ANN201
+        msg = super().ciphertexts_for(v)
+        role, island = self._role(v)
+        if role != "edge":
+            return msg
+        return dataclasses.replace(msg, ciphertexts=tuple((u, c) for u, c in msg.ciphertexts if self._role(u)[1] == island))
+
+    def unmasking_request_for(self, u: int, round: str) -> UnmaskingRequest:
+        msg = super().unmasking_request_for(u, round)
+        return msg if self._role(u)[0] != "edge" else dataclasses.replace(msg, signatures=())
+
+
+def _island_sums(params: SessionParams, n: int) -> tuple[Session, list[bool]]:
+    from secagg import prg, shamir
+    from secagg.messages import MaskedInput, UnmaskingResponse
+
+    ys, shares = {}, {}
+
+    def tap(rnd, direction, client, data):  # noqa: ANN001, ANN202
+        if direction == "up" and rnd == "masked-input":
+            ys[client] = MaskedInput.from_bytes(data).vector(M)
+        if direction == "up" and rnd == "unmasking":
+            for v, sh in UnmaskingResponse.from_bytes(data).b_shares:
+                shares.setdefault(v, {})[client] = sh
+        return data
+
+    xs = random_inputs(n, D, M, 11)
+    s = Session(xs, params=params, server_class=IslandRouting, interceptor=tap)
+    _run(s)
+    h, order = params.graph.k // 2, params.graph.ring_order()
+    got = []
+    for q in range(n // (4 * h + 2)):
+        members = [order[p] for p in range(q * (4 * h + 2) + h + 1, (q + 1) * (4 * h + 2))]
+        if not all(u in ys and len(shares.get(u, {})) >= params.threshold for u in members):
+            got.append(False)
+            continue
+        acc = ring.zeros(D, M)
+        for u in members:
+            ring.add_into(acc, ys[u], M)
+        prg.add_masks(acc, [(shamir.reconstruct(dict(list(shares[u].items())[:params.threshold]), params.threshold),
+                             prg.PURPOSE_SELF, -1) for u in members], session=params.session, modulus=M)
+        got.append(bool(np.array_equal(acc, _expected(xs, members))))
+    return s, got
+
+
+@pytest.mark.parametrize("delta", [0.05, 0.25])
+def test_the_island_split_unmasks_every_island_exactly_where_the_rule_refuses(delta: float) -> None:
+    """The full view with one honest U3: past the check (t = k/2 + 1) the server recovers both islands'
+    sums of 7 inputs at n = 20; at t = k/2 + 2 it gets nothing."""
+    n = 20
+    ok = SessionParams.create(n, D, M, seed=3, **{**OPTS, "consistency_view": "full", "dropout_fraction": delta})
+    assert ok.threshold == K // 2 + 2 and ok.min_survivors > n // 2
+    s, got = _island_sums(dataclasses.replace(ok, threshold=K // 2 + 1), n)
+    assert got == [True, True]
+    assert _both_types_released(s) == []  # only b shares
+    s, got = _island_sums(ok, n)
+    assert got == [False, False]

@@ -150,7 +150,9 @@ def scenarios(draw):
     sparse = n >= 5 and draw(st.booleans())
     k = 2 * draw(st.integers(1, (n - 2) // 2)) if sparse else None
     holders = (k + 1) if sparse else n
-    t = draw(st.integers(max(2, holders // 2 + 1) if variant == "active" else 2, holders))
+    # active: 2t > holders, and on SecAgg+ 2t > k + 2 (secagg.rules.check_interleaving_threshold)
+    low = max(2, holders // 2 + 1, (k // 2 + 2) if sparse else 0) if variant == "active" else 2
+    t = draw(st.integers(low, holders))
     d = draw(st.integers(1, 16))
     m = draw(st.sampled_from([2**8, 2**32, 2**64, 251, 2**31 - 1]))
     schedule = draw(st.dictionaries(st.integers(0, n - 1), drop_specs, max_size=n))

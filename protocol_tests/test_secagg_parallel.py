@@ -84,7 +84,9 @@ def scenarios(draw):
     sparse = n >= 5 and draw(st.booleans())
     k = 2 * draw(st.integers(1, (n - 2) // 2)) if sparse else None
     holders = (k + 1) if sparse else n
-    t = draw(st.integers(holders // 2 + 1 if variant == "active" else 2, holders))  # t >= 2 always
+    # active: 2t > holders, and on SecAgg+ 2t > k + 2 (secagg.rules.check_interleaving_threshold)
+    low = max(holders // 2 + 1, (k // 2 + 2) if sparse else 0) if variant == "active" else 2
+    t = draw(st.integers(low, holders))  # t >= 2 always
     d = draw(st.integers(1, 24))
     m = draw(moduli)
     schedule = draw(st.dictionaries(st.integers(0, n - 1), drop_specs, max_size=n))

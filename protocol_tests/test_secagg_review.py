@@ -109,11 +109,14 @@ def test_active_variant_refuses_thresholds_the_consistency_check_cannot_protect(
 
 
 def test_active_variant_refuses_small_thresholds_on_secagg_plus() -> None:
-    """On SecAgg+ the shares of a client live with its k + 1 holders: 2t > k + 1 is required."""
+    """On SecAgg+ the shares of a client live with its k + 1 holders: 2t > k + 1 is required, and
+    2t > k + 2 against the interleaved and island splits (secagg.rules.check_interleaving_threshold)."""
     with pytest.raises(InvalidInput, match="2t > "):
         run_secure_aggregation(_xs(12), modulus=M, threshold=2, graph="secagg+", neighbours=4, variant="active")
-    res = run_secure_aggregation(_xs(12), modulus=M, threshold=3, graph="secagg+", neighbours=4, variant="active", seed=2)
-    assert res.threshold == 3 and not res.graph.is_complete  # 2 * 3 > 4 + 1
+    with pytest.raises(InvalidInput, match="2t > k \\+ 2"):
+        run_secure_aggregation(_xs(12), modulus=M, threshold=3, graph="secagg+", neighbours=4, variant="active")
+    res = run_secure_aggregation(_xs(12), modulus=M, threshold=4, graph="secagg+", neighbours=4, variant="active", seed=2)
+    assert res.threshold == 4 and not res.graph.is_complete  # 2 * 4 > 4 + 2
     res = run_secure_aggregation(_xs(12), modulus=M, threshold=2, graph="secagg+", neighbours=4, seed=2)
     assert res.threshold == 2  # honest-but-curious: no such constraint (the server follows the protocol)
 

@@ -95,8 +95,10 @@ def test_min_survivors_boundary_is_exact_in_both_backends(variant: str) -> None:
     with the correct sum; a 9th aborts on min-survivors. The modular backend agrees bit for bit."""
     n = 40
     x = _inputs(n)
-    kw = dict(graph="secagg+", neighbours=4, seed=11, dropout_fraction=0.2, variant=variant,
-              threshold=2 if variant != "active" else 3)
+    # active: 2t > k + 2 (secagg.rules.check_interleaving_threshold), so k = 6, t = 5, which the spread
+    # dropouts (4 positions apart) leave with enough live holders
+    kw = dict(graph="secagg+", neighbours=4 if variant != "active" else 6, seed=11, dropout_fraction=0.2,
+              variant=variant, threshold=2 if variant != "active" else 5)
     params = SessionParams.create(n, 3, M, **kw)
     assert params.min_survivors == 32
     drops = _spread(params, 9)
@@ -142,7 +144,7 @@ def test_ring_cut_at_every_round_aborts_or_sums_correctly(variant: str, when: st
     n = 16
     x = _inputs(n, seed=1)
     kw = dict(graph="secagg+", neighbours=4, seed=2, dropout_fraction=0.3, variant=variant,
-              threshold=2 if variant != "active" else 3)
+              threshold=2 if variant != "active" else 4)  # active: 2t > k + 2
     params = SessionParams.create(n, 3, M, **kw)
     order = params.graph.ring_order()
     cut = [order[p] for p in (0, 1, 6, 7)]
@@ -156,7 +158,10 @@ def test_ring_cut_at_every_round_aborts_or_sums_correctly(variant: str, when: st
         assert real[3] in ("threshold", "reconstructible", "min-survivors", "survivors-connected")
     before_masking = ROUNDS.index(when.split(":")[0]) < 2 or when == "masked-input"
     if before_masking:  # the cut clients are not in U3: the survivor graph splits
-        assert real[0] == "abort" and real[3] == "survivors-connected"
+        # (active, t = 4: the cut's neighbours see fewer than t keys and abort too, so the survivor
+        # count can fail first; either way before any share is asked for)
+        assert real[0] == "abort" and real[3] in (
+            ("survivors-connected",) if variant != "active" else ("survivors-connected", "min-survivors"))
 
 
 def test_threshold_boundary_after_masked_input() -> None:
@@ -252,7 +257,7 @@ class _DeclaresBoundaryDead(Server):
 def test_active_server_declaring_live_clients_dead_to_isolate_a_group_gets_no_share() -> None:
     n = 16
     x = _inputs(n, seed=6)
-    kw = dict(graph="secagg+", neighbours=4, threshold=3, seed=8, dropout_fraction=0.3, variant="active")
+    kw = dict(graph="secagg+", neighbours=4, threshold=4, seed=8, dropout_fraction=0.3, variant="active")
     params = SessionParams.create(n, 3, M, **kw)
     order = params.graph.ring_order()
     cls = type("S", (_DeclaresBoundaryDead,), {"victims": frozenset(order[p] for p in (0, 1, 4, 5))})
@@ -606,6 +611,8 @@ def test_random_schedules_real_and_modular_agree(data) -> None:  # noqa: ANN001
         if data.draw(st.booleans()):
             kw["dropout_fraction"] = data.draw(st.sampled_from([0.1, 0.3]))
     lo = h // 2 + 1 if variant == "active" else 2
+    if variant == "active" and sparse:  # and 2t > k + 2 (secagg.rules.check_interleaving_threshold)
+        lo = max(lo, k // 2 + 2)
     if lo > h:
         return
     kw["threshold"] = data.draw(st.integers(lo, h))

@@ -374,7 +374,7 @@ def test_active_clients_refuse_to_sign_a_u3_that_breaks_the_survivor_policy() ->
     still gets nothing, because every client checks the U3 it is asked to sign and aborts."""
     n = 20
     x = _inputs(n)
-    kw = dict(graph="secagg+", neighbours=4, threshold=3, seed=7, dropout_fraction=0.25, variant="active")
+    kw = dict(graph="secagg+", neighbours=4, threshold=4, seed=7, dropout_fraction=0.25, variant="active")
     params = SessionParams.create(n, x.shape[1], M, **kw)
     drops = _cut(params, [(0, 2), (4, 6)])
 

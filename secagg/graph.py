@@ -21,6 +21,10 @@ Every probability is computed *exactly* in integer arithmetic (no floating-point
 * A node's surviving neighbours S ~ Hypergeometric(n, ceil((1 - delta) n), k):
   ``t2 = min{x : P[S <= x] >= 2^-20 / n}``.
 * semi-malicious server: ``t1 <- ceil((t1 + k - 1.25) / 2)`` (2t - k must exceed the corrupt count).
+* ``"active"`` (our active variant on SecAgg+): the semi-malicious rule, then ``t1 <- max(t1, k/2 + 1)``
+  so that ``t >= k/2 + 2``, i.e. ``2t > k + 2`` (:func:`secagg.rules.check_interleaving_threshold`:
+  below it a lying server can unmask parts of the ring separately); the correctness test ``t2 > t1``
+  then holds for that ``t``.
 * k is the first even k in [2, n - 1) passing the ring test with ``t2 > t1``; ``t = max(t1 + 1, 2)``.
 
 These reproduce the table of vectors.md and the values of Google's fcp parameter finder. For speed at
@@ -54,7 +58,7 @@ __all__ = [
 
 SECURITY_BITS = 40
 CORRECTNESS_BITS = 20
-ADVERSARIES = ("semi-honest", "semi-malicious")
+ADVERSARIES = ("semi-honest", "semi-malicious", "active")
 
 
 class Graph:
@@ -447,7 +451,7 @@ def _log_ring_bound(n: int, k: int, bad: int) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _find(n: int, gamma: Fraction, delta: Fraction, malicious: bool) -> tuple[int, int] | None:
+def _find(n: int, gamma: Fraction, delta: Fraction, malicious: bool, active: bool = False) -> tuple[int, int] | None:
     corrupt = math.floor(gamma * n)
     bad = corrupt + math.floor(delta * n)
     surviving = math.ceil((1 - delta) * n)
@@ -472,12 +476,16 @@ def _find(n: int, gamma: Fraction, delta: Fraction, malicious: bool) -> tuple[in
             a1, a2 = _approx_quantiles(n, corrupt, surviving, k, log_q1, log_q2)
             if malicious:
                 a1 = -((-(4 * a1 + 4 * k - 5)) // 8)
+            if active:
+                a1 = max(a1, k // 2 + 1)
             if a2 - a1 <= -3:
                 continue
         t1 = _upper_tail_quantile(n, corrupt, k, 1, sec * n)
         t2 = _lower_quantile(n, surviving, k, 1, cor * n)
         if malicious:
             t1 = -((-(4 * t1 + 4 * k - 5)) // 8)  # ceil((t1 + k - 1.25) / 2)
+        if active:
+            t1 = max(t1, k // 2 + 1)  # t >= k/2 + 2 (secagg.rules.check_interleaving_threshold)
         if t2 > t1:
             return k, max(t1 + 1, 2)
     return None
@@ -492,12 +500,14 @@ def find_secagg_plus_params(
     """(k, t) for a SecAgg+ Harary graph on ``n`` users, or None (fall back to the complete graph).
 
     ``corrupt_fraction`` = gamma and ``dropout_fraction`` = delta in [0, 1); ``adversary`` is
-    ``"semi-honest"`` or ``"semi-malicious"``. Procedure and exact probability bounds in the module
-    docstring (Bell et al. 2020; protocol.md). None when no even ``k < n - 1`` qualifies.
+    ``"semi-honest"``, ``"semi-malicious"`` (Bell et al.'s two settings, the values of Google's fcp
+    finder) or ``"active"`` (semi-malicious with ``t >= k/2 + 2``, what the active variant on SecAgg+
+    requires). Procedure and exact probability bounds in the module docstring (Bell et al. 2020;
+    protocol.md). None when no even ``k < n - 1`` qualifies.
     """
     _check_n(n)
     g = _rate(corrupt_fraction, "corrupt_fraction")
     d = _rate(dropout_fraction, "dropout_fraction")
     if adversary not in ADVERSARIES:
         raise InvalidInput(f"adversary must be one of {ADVERSARIES}, got {adversary!r}")
-    return _find(n, g, d, adversary == "semi-malicious")
+    return _find(n, g, d, adversary != "semi-honest", adversary == "active")

@@ -223,7 +223,7 @@ def _setup_graph(
         g = harary_graph(n, k, drbg)
         t_default = min(k + 1, default_threshold(k + 1, variant))
     else:
-        adversary = "semi-malicious" if variant == "active" else "semi-honest"
+        adversary = "active" if variant == "active" else "semi-honest"
         params = find_secagg_plus_params(n, corrupt_fraction, delta, adversary)
         if params is None or params[0] >= n - 1 or n < 3:
             return complete_graph(n), t if t is not None else default_threshold(n, variant)
@@ -368,7 +368,7 @@ class SessionParams:
         tol = _adaptive_tolerance(n, g, t, var, gamma) if adaptive and sparse else 0
         view = _consistency_view(consistency_view, g, var, graph)
         if sparse and var is Variant.ACTIVE:
-            rules.check_interleaving_threshold(g.k, t, window_view=view == "window", n=n, min_survivors=ms)
+            rules.check_interleaving_threshold(g.k, t)
         return cls(n, dim, modulus, t, g, graph, var, session, types.MappingProxyType(schedule), ms, d_policy,
                    gamma if sparse else None, protocol, root, commit_self_masks, tol, view)
 
@@ -436,7 +436,7 @@ class SessionParams:
         gname = "complete" if graph.is_complete else "secagg+"
         view = _consistency_view(consistency_view, graph, var, gname)
         if sparse and var is Variant.ACTIVE:
-            rules.check_interleaving_threshold(graph.k, t, window_view=view == "window", n=n, min_survivors=ms)
+            rules.check_interleaving_threshold(graph.k, t)
         return cls(n, dim, modulus, t, graph, gname, var, bytes(session),
                    types.MappingProxyType(_schedule(dropouts, n)), ms, delta, None, "bonawitz", None, commit_self_masks,
                    0, view)

@@ -19,9 +19,8 @@ Threshold rules, and who sets them:
   than t messages are received, abort").
 * Active variant: ``2 t > h`` (:func:`check_active_threshold`; Bonawitz et al. prove active security
   for ``t > (n + n_C) / 2``, Section 4 and Appendix A).
-* Active SecAgg+: also ``2 t > k + 2`` with ``consistency_view="window"``, and with the full view where
-  ``min_survivors <= n / 2`` (:func:`check_interleaving_threshold`: otherwise interleaved classes of the
-  ring can be unmasked separately); our extension.
+* Active SecAgg+: also ``2 t > k + 2`` (:func:`check_interleaving_threshold`: otherwise a lying server
+  can unmask parts of the ring separately); our extension.
 * Reconstructibility (the server's early checks): every secret the server will need -- ``b_u`` for
   ``u in U3``, ``s_sk_v`` for dropped ``v in U2 \\ U3`` that masked with a survivor -- keeps ``>= t``
   live holders, and at the end ``t`` shares of each arrived.
@@ -189,33 +188,34 @@ def check_active_threshold(holders: int, threshold: int, variant: str) -> None:
         )
 
 
-def check_interleaving_threshold(k: int, threshold: int, *, window_view: bool, n: int, min_survivors: int) -> None:
-    """Active SecAgg+: refuse ``2t <= k + 2`` where a lying server can split the ring into interleaved
-    classes and unmask each class's partial sum (InvalidInput).
+def check_interleaving_threshold(k: int, threshold: int) -> None:
+    """Active SecAgg+ (both consistency views): refuse ``2t <= k + 2`` (InvalidInput). Below it a
+    lying server, with no corrupt client, unmasks parts of the ring separately; independent
+    adversarial reviews found two such attacks at ``t = k/2 + 1``, the smallest ``t`` that ``2t > k + 1``
+    allows (and the fcp finder's semi-malicious choice at ``k = 4``):
 
-    The attack (no corrupt client needed): in round 1 the server routes to each client only the
-    ciphertexts of its own class (say the even and the odd ring positions), so no mask crosses classes,
-    and shows each class a U3 equal to itself. Every check a client makes passes when each client has
-    ``t`` members of its own class in ``N(v) ∪ {v}``: the parity split gives ``k/2 + 1`` of them. Each
-    class reveals only its own ``b`` shares (no client's two share types) and the server learns both
-    partial sums. With ``2t > k + 2`` no two classes can come close: for ``p`` of one class and ``q`` of
-    another at ring distance ``d <= k + 1`` with no class member between them, ``N[p]`` and ``N[q]``
-    span ``k + 1 + d`` positions of which the ``d - 1`` between belong to neither class, so the two
-    disjoint sets of ``t`` signers fit only if ``2t <= k + 2``.
+    * *interleaved classes* (window view): round 1 routes to each client only the ciphertexts of its own
+      class (even or odd ring position), each class is shown a U3 equal to itself and its own signatures;
+      every client has ``k/2 + 1 = t`` signers of its class around each peer, so every check passes and
+      the server unmasks both classes' sums;
+    * *islands* (full view, one honest U3 for everyone): periods of ``h + 1`` helpers and an island of
+      ``h`` non-signers, ``h + 1`` signers, ``h`` non-signers (``h = k/2``); the non-signers are routed
+      only their own island's ciphertexts (and abort on the stray rule, which nothing needs), their
+      ``b`` is revealed by exactly ``h + 1 = t`` signers, the helpers' masks with the islands are
+      one-sided, and every island's sum comes out.
 
-    Required always with ``consistency_view="window"`` (its clients cannot count U3); with the full view
-    only where ``min_survivors <= n / 2``, since there each client checks ``|U3| >= min_survivors`` on a U3
-    that cannot include another class's clients next to it, so two classes need two U3 of at least
-    ``min_survivors`` each out of ``n`` clients (docs/protocol.md, "Active SecAgg+")."""
-    if 2 * int(threshold) > int(k) + 2:
-        return
-    if window_view or 2 * int(min_survivors) <= int(n):
-        why = ("consistency_view='window'" if window_view
-               else f"min_survivors = {min_survivors} <= n / 2 (declared dropout fraction >= 0.5)")
+    With ``2t > k + 2`` neither fits: two clients of different classes at ring distance ``d <= k + 1``
+    with no class member between would need two disjoint sets of ``t`` signers among the
+    ``k + 1 + d - (d - 1) = k + 2`` positions of ``N[p] ∪ N[q]`` left to them, and an exhaustive
+    search of a model of every client check (the server choosing routing, one-sided included, starved
+    clients, up to three U3, requests; every key list complete) finds no server that learns two sums,
+    or one sum below ``min_survivors``, for ``(k, t) = (4, 4), (6, 5), (8, 6)`` and ``n`` from 16 to 40.
+    That is evidence, not a proof (docs/protocol.md, "Active SecAgg+")."""
+    if 2 * int(threshold) <= int(k) + 2:
         raise InvalidInput(
-            f"active SecAgg+ with {why} needs 2t > k + 2 = {k + 2}, got t = {threshold}: with t <= {k // 2 + 1} a "
-            f"lying server can route round-1 shares within interleaved classes of the ring (e.g. even and odd "
-            f"positions) and unmask each class's partial sum; use t >= {k // 2 + 2}"
+            f"active SecAgg+ needs 2t > k + 2 = {k + 2}, got t = {threshold}: with t <= {k // 2 + 1} a lying server "
+            f"can route round-1 shares so that parts of the ring (interleaved classes, or islands between "
+            f"signers) mask only among themselves and unmask each part's partial sum; use t >= {k // 2 + 2}"
         )
 
 

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 from secagg.graph import find_secagg_plus_params
 
-                adversary = "semi-malicious" if args.variant == "active" else "semi-honest"
+                adversary = "active" if args.variant == "active" else "semi-honest"
                 found = find_secagg_plus_params(n, args.corrupt_fraction, args.dropout_rate, adversary)
                 if found is None:
                     threshold_note = " (no sparse k qualifies: complete graph)"
