@@ -496,6 +496,11 @@ def test_ctrl_c_cancels_the_tasks_and_shuts_the_local_cluster_down(tmp_path) -> 
             if "executor ray" in line:
                 break
         time.sleep(3.0)  # the actors are being created or the clients are computing
+        # Ray's Python agents are the processes that name the temp dir; under load they can come up
+        # after the driver's first line: wait for them, so that the check below has something to see go
+        deadline = time.monotonic() + 30
+        while not _processes_mentioning(tmp) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert p.poll() is None, "".join(lines)
         assert _processes_mentioning(tmp), "no Ray processes under the test's temp dir"
         p.send_signal(signal.SIGINT)

@@ -100,23 +100,6 @@ def _gather(ray, refs: list, clients: list[list[int]], poll_s: float = 0.2) -> l
     return [out[i] for i in range(len(refs))]
 
 
-def _cancel_pending(ray, refs) -> None:  # noqa: ANN001
-    """Cancel the tasks of ``refs`` that have not finished (on an interrupt or a failed group).
-
-    Only the pending ones, and cooperatively (``force=False``: the task is interrupted, its worker kept):
-    force-cancelling a task whose reply is already on its way makes Ray 2.60's core worker abort the
-    driver ("Tried to complete task that was not pending"), which turned a clean Ctrl-C into a crash."""
-    try:
-        _, pending = ray.wait(list(refs), num_returns=len(refs), timeout=0)
-    except Exception:  # noqa: BLE001 - the cluster is going away: nothing left to cancel
-        return
-    for ref in pending:
-        try:
-            ray.cancel(ref, force=False)
-        except Exception:  # noqa: BLE001, S110 - finished in the meantime
-            pass
-
-
 class RayExecutor:
     """Each group of sampled clients as a Ray task (module docstring).
 
@@ -176,7 +159,19 @@ class RayExecutor:
         try:
             parts = _gather(ray, refs, [[int(task.clients[i]) for i in g] for g in groups])
         except BaseException:
-            _cancel_pending(ray, refs)
+            # Cancel only the tasks not yet finished: cancelling one whose reply is already being processed
+            # hits Ray 2.60's race between a cancellation and a task's reply, which aborts the driver
+            # ("Tried to complete task that was not pending", ray-project/ray PR 54798); the finished
+            # ones hold no CPU anyway.
+            try:
+                _, left = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+            except Exception:  # noqa: BLE001 - the cluster is going away: nothing to cancel
+                left = []
+            for ref in left:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001, S110 - finished in the meantime
+                    pass
             raise
         return torch.cat(parts, dim=0).to(dev)
 
