@@ -495,14 +495,11 @@ def test_ctrl_c_cancels_the_tasks_and_shuts_the_local_cluster_down(tmp_path) -> 
             lines.append(line)
             if "executor ray" in line:
                 break
-        time.sleep(3.0)  # the actors are being created or the clients are computing
-        # Ray's Python agents are the processes that name the temp dir; under load they can come up
-        # after the driver's first line: wait for them, so that the check below has something to see go
-        deadline = time.monotonic() + 30
-        while not _processes_mentioning(tmp) and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        time.sleep(2.0)  # the actors are being created or the clients are computing
+        # the command's own Ray processes (GCS, raylet, agents, actors), by pid: what Ctrl-C must stop
+        ours = {q for q in _descendants(p.pid) if "ray" in _cmdline(q)}
         assert p.poll() is None, "".join(lines)
-        assert _processes_mentioning(tmp), "no Ray processes under the test's temp dir"
+        assert ours, "no Ray process below the command"
         p.send_signal(signal.SIGINT)
         rest, _ = p.communicate(timeout=120)
     finally:
@@ -511,9 +508,31 @@ def test_ctrl_c_cancels_the_tasks_and_shuts_the_local_cluster_down(tmp_path) -> 
     assert p.returncode == 130, "".join(lines) + rest
     assert "interrupted" in rest
     deadline = time.monotonic() + 30
-    while _processes_mentioning(tmp) and time.monotonic() < deadline:
+    while (_alive(ours) or _processes_mentioning(tmp)) and time.monotonic() < deadline:
         time.sleep(0.5)  # raylet and workers exit once the GCS is gone
-    assert _processes_mentioning(tmp) == []
+    assert _alive(ours) == set() and _processes_mentioning(tmp) == []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """The pids still running (a zombie, or a pid reused by a process that is not Ray's, counts as gone)."""
+    out = set()
+    for q in pids:
+        try:
+            with open(f"/proc/{q}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and "ray" in _cmdline(q):
+            out.add(q)
+    return out
 
 
 def test_rfa_train_executor_ray_gives_the_process_pool_result(tmp_path) -> None:  # noqa: ANN001
