@@ -388,10 +388,7 @@ class Client:
             raise ProtocolViolation("U3 sent to this client does not contain it")
         if any(i >= self.graph.n for i in u3):
             raise ProtocolViolation("U3 contains unknown client ids")
-        u2 = self.views["U2"]
-        stray = [v for v in u3 if v in self._neighbourhood and v not in u2]
-        if stray:
-            raise ProtocolViolation(f"U3 holds neighbours {stray[:5]} that never shared keys with this client")
+        self._check_no_stray(s3)
         rules.require("consistency-check", len(u3), self.threshold, "|U3|", self.id)
         # the survivor policy, checked by the client too: a lying server that skipped it would otherwise
         # collect the shares that unmask a component's partial sum (secagg.rules)
@@ -416,14 +413,18 @@ class Client:
         s3 = survivor_tree.survivors_in_window(self.graph, self.id, msg.leaves)
         if self.id not in s3:
             raise ProtocolViolation("U3 sent to this client does not contain it")
-        u2 = self.views["U2"]
-        stray = sorted(v for v in s3 if v in self._neighbourhood and v not in u2)
-        if stray:
-            raise ProtocolViolation(f"U3 holds neighbours {stray[:5]} that never shared keys with this client")
+        self._check_no_stray(s3)
         rules.check_window_policy("consistency-check", self.graph, self.id, s3, self.threshold)
         self._u3 = tuple(sorted(s3))
         self.views["U3"] = s3
         return self._sign_consistency(consistency_root_payload(self.session, n, root))
+
+    def _check_no_stray(self, s3: frozenset[int]) -> None:
+        """Every neighbour in the U3 this client is sent shared keys with it (it is in its U2)."""
+        u2 = self.views["U2"]
+        stray = sorted(v for v in s3 if v in self._neighbourhood and v not in u2)
+        if stray:
+            raise ProtocolViolation(f"U3 holds neighbours {stray[:5]} that never shared keys with this client")
 
     def _sign_consistency(self, payload: bytes) -> bytes:
         assert self._signing_key is not None

@@ -81,15 +81,19 @@ class ModularClient:
             want = "nothing (finished)" if self.expected_round is None else self.expected_round.method
             raise StateError(f"client {self.id}: {round.method} called while expecting {want}")
 
-    def _step(self, round: Round, checks: tuple[tuple[int, int, str], ...], out: Token) -> Token:
+    def _step(self, round: Round, checks: tuple[tuple[int, int, str], ...], out: Token, *, rule=None) -> Token:  # noqa: ANN001
+        """Enter ``round``, run ``rule`` (a zero-argument check, if any) then the threshold ``checks``; any
+        failure aborts this client, as it does the real one."""
         self._enter(round)
-        for check in checks:
-            try:
+        try:
+            if rule is not None:
+                rule()
+            for check in checks:
                 rules.require(round, *check, self.id)
-            except Exception as exc:
-                self.aborted = exc
-                self.expected_round = None
-                raise
+        except Exception as exc:
+            self.aborted = exc
+            self.expected_round = None
+            raise
         self.expected_round = _next(round, self.active)
         return out
 
@@ -108,30 +112,20 @@ class ModularClient:
 
     def consistency_check(self, request: Token) -> Token:
         if self._window:  # U3 on this client's window only: the real client's local rules (secagg.rules)
-            self._enter(Round.CONSISTENCY_CHECK)
-            try:
-                rules.check_window_policy(Round.CONSISTENCY_CHECK, self.graph, self.id, request.ids, self.threshold)
-            except Exception as exc:
-                self.aborted = exc
-                self.expected_round = None
-                raise
-            self.expected_round = _next(Round.CONSISTENCY_CHECK, self.active)
-            return Token("consistency-signature", msg.consistency_signature_size())
+            return self._step(Round.CONSISTENCY_CHECK, (), Token("consistency-signature", msg.consistency_signature_size()),
+                              rule=lambda: rules.check_window_policy(Round.CONSISTENCY_CHECK, self.graph, self.id,
+                                                                     request.ids, self.threshold))
         return self._step(Round.CONSISTENCY_CHECK, ((len(request.ids), self.threshold, "|U3|"),),
                           Token("consistency-signature", msg.consistency_signature_size()))
 
     def unmasking(self, request: Token) -> Token:
         surv, drop = request.ids, request.other
-        if self.active:  # the real client's per-peer signer rule, before its other checks (secagg.rules)
-            self._enter(Round.UNMASKING)
-            try:
-                rules.check_signers(Round.UNMASKING, self.graph, surv | drop, request.signers, self.threshold, self.id)
-            except Exception as exc:
-                self.aborted = exc
-                self.expected_round = None
-                raise
+        # active: the real client's per-peer signer rule, before its other checks (secagg.rules)
+        signers = (lambda: rules.check_signers(Round.UNMASKING, self.graph, surv | drop, request.signers,
+                                               self.threshold, self.id)) if self.active else None
         return self._step(Round.UNMASKING, ((len(surv), self.threshold, "|U3 ∩ (N(u) ∪ {u})|"),),
-                          Token("unmasking-response", msg.unmasking_response_size(len(surv), len(drop)), surv, drop))
+                          Token("unmasking-response", msg.unmasking_response_size(len(surv), len(drop)), surv, drop),
+                          rule=signers)
 
 
 class ModularServer:
