@@ -40,6 +40,8 @@ from secagg.protocol import Session, SessionParams, run_secure_aggregation
 from secagg.server import Server
 from secagg.survivor_tree import LEAF_BITS, SurvivorTree, root_from_proof, tree_shape, window_leaves
 
+from protocol_tests.test_active_splus_consistency import ArcSplit  # the split-view server of the full view
+
 M = 2**16
 N, K, D = 24, 4, 3
 OPTS = dict(graph="secagg+", neighbours=K, threshold=4, variant="active", dropout_fraction=0.25,
@@ -270,16 +272,13 @@ def _pos(graph) -> dict[int, int]:  # noqa: ANN001
     return {u: p for p, u in enumerate(graph.ring_order())}
 
 
-class TwoRoots(Server):
-    """The split-view attack on the window view: the arc of the ring ending at the live victim is shown
-    a tree with U3 = everyone, the rest a tree without the victim. Each client receives a genuine proof
-    of its own tree and only the (genuine) signatures of its own arc; requests follow each client's U3."""
+class TwoRoots(ArcSplit):
+    """The split-view attack on the window view (ArcSplit of the full view's tests, with roots): the arc
+    of the ring ending at the live victim is shown a tree with U3 = everyone, the rest a tree without
+    the victim. Each client receives a genuine proof of its own tree and only the (genuine) signatures
+    of its own arc; requests follow each client's U3."""
 
     VICTIM = 0
-
-    def _side(self, u: int) -> int:
-        pos = _pos(self.graph)
-        return 0 if (pos[self.VICTIM] - pos[u]) % self.n < self.n // 2 else 1
 
     def _tree(self, side: int) -> SurvivorTree:
         u3 = self.sets["U3"] if side == 0 else self.sets["U3"] - {self.VICTIM}
@@ -288,15 +287,6 @@ class TwoRoots(Server):
     def consistency_request_for(self, u: int) -> ConsistencyProof:
         leaves, paths = self._tree(self._side(u)).proof(window_leaves(self.graph, u))
         return ConsistencyProof("masked-input", self.session, u, self.n, leaves, paths)
-
-    def unmasking_request_for(self, u: int, round: str) -> UnmaskingRequest:
-        msg = super().unmasking_request_for(u, round)
-        sigs = tuple((v, s) for v, s in msg.signatures if self._side(v) == self._side(u))
-        msg = dataclasses.replace(msg, signatures=sigs)
-        if self._side(u) == 1 and self.VICTIM in msg.survivors:
-            msg = dataclasses.replace(msg, survivors=tuple(v for v in msg.survivors if v != self.VICTIM),
-                                      dropped=tuple(sorted(msg.dropped + (self.VICTIM,))))
-        return msg
 
 
 def test_two_roots_for_two_arcs_never_release_both_shares_of_the_victim() -> None:
@@ -499,8 +489,10 @@ class ParityRouting(Server):
                                    signatures=sigs)
 
 
-def _class_sums(params: SessionParams, n: int) -> tuple[Session, dict[int, bool]]:
-    """Run ParityRouting on ``params``; for each class, whether the server recovered its exact partial sum."""
+def _recovered_sums(params: SessionParams, server_class: type, groups: list[list[int]],
+                    seed: int) -> tuple[Session, list[bool]]:
+    """Run ``server_class`` on ``params``; for each group, whether the server recovered the group's exact
+    partial sum from what it legitimately received (the masked inputs and the revealed b shares)."""
     from secagg import prg, shamir
     from secagg.messages import MaskedInput, UnmaskingResponse
 
@@ -514,22 +506,28 @@ def _class_sums(params: SessionParams, n: int) -> tuple[Session, dict[int, bool]
                 shares.setdefault(v, {})[client] = sh
         return data
 
-    xs = random_inputs(n, D, M, 7)
-    s = Session(xs, params=params, server_class=ParityRouting, interceptor=tap)
+    xs = random_inputs(params.n, D, M, seed)
+    s = Session(xs, params=params, server_class=server_class, interceptor=tap)
     _run(s)
-    got = {}
-    for c in (0, 1):
-        members = [u for u in range(n) if params.graph.position(u) % 2 == c]
+    got = []
+    for members in groups:
         if not all(u in ys and len(shares.get(u, {})) >= params.threshold for u in members):
-            got[c] = False
+            got.append(False)
             continue
         acc = ring.zeros(D, M)
         for u in members:
             ring.add_into(acc, ys[u], M)
         prg.add_masks(acc, [(shamir.reconstruct(shares[u], params.threshold), prg.PURPOSE_SELF, -1) for u in members],
                       session=params.session, modulus=M)
-        got[c] = bool(np.array_equal(acc, _expected(xs, members)))
+        got.append(bool(np.array_equal(acc, _expected(xs, members))))
     return s, got
+
+
+def _class_sums(params: SessionParams) -> tuple[Session, dict[int, bool]]:
+    """ParityRouting on ``params``: for each parity class, whether its partial sum was recovered."""
+    classes = [[u for u in range(params.n) if params.graph.position(u) % 2 == c] for c in (0, 1)]
+    s, got = _recovered_sums(params, ParityRouting, classes, seed=7)
+    return s, dict(enumerate(got))
 
 
 def test_active_secagg_plus_refuses_t_at_most_k_over_2_plus_1_in_both_views() -> None:
@@ -556,10 +554,10 @@ def test_the_interleaved_split_unmasks_both_classes_exactly_where_the_rule_refus
     each parity class's exact partial sum with every client finishing; at t = k/2 + 2 it gets nothing."""
     ok = SessionParams.create(N, D, M, seed=5, **OPTS)
     weak = dataclasses.replace(ok, threshold=K // 2 + 1)
-    s, got = _class_sums(weak, N)
+    s, got = _class_sums(weak)
     assert got == {0: True, 1: True} and all(c.aborted is None for c in s.clients.values())
     assert _both_types_released(s) == []  # only b shares: the split-view rule alone does not see it
-    s, got = _class_sums(ok, N)
+    s, got = _class_sums(ok)
     assert got == {0: False, 1: False}
     assert all(not c.released for c in s.clients.values())  # each peer has only 3 < t signers of its class
     assert all(isinstance(c.aborted, ProtocolAborted) for c in s.clients.values())
@@ -595,37 +593,12 @@ class IslandRouting(Server):
         return msg if self._role(u)[0] != "edge" else dataclasses.replace(msg, signatures=())
 
 
-def _island_sums(params: SessionParams, n: int) -> tuple[Session, list[bool]]:
-    from secagg import prg, shamir
-    from secagg.messages import MaskedInput, UnmaskingResponse
-
-    ys, shares = {}, {}
-
-    def tap(rnd, direction, client, data):  # noqa: ANN001, ANN202
-        if direction == "up" and rnd == "masked-input":
-            ys[client] = MaskedInput.from_bytes(data).vector(M)
-        if direction == "up" and rnd == "unmasking":
-            for v, sh in UnmaskingResponse.from_bytes(data).b_shares:
-                shares.setdefault(v, {})[client] = sh
-        return data
-
-    xs = random_inputs(n, D, M, 11)
-    s = Session(xs, params=params, server_class=IslandRouting, interceptor=tap)
-    _run(s)
-    h, order = params.graph.k // 2, params.graph.ring_order()
-    got = []
-    for q in range(n // (4 * h + 2)):
-        members = [order[p] for p in range(q * (4 * h + 2) + h + 1, (q + 1) * (4 * h + 2))]
-        if not all(u in ys and len(shares.get(u, {})) >= params.threshold for u in members):
-            got.append(False)
-            continue
-        acc = ring.zeros(D, M)
-        for u in members:
-            ring.add_into(acc, ys[u], M)
-        prg.add_masks(acc, [(shamir.reconstruct(dict(list(shares[u].items())[:params.threshold]), params.threshold),
-                             prg.PURPOSE_SELF, -1) for u in members], session=params.session, modulus=M)
-        got.append(bool(np.array_equal(acc, _expected(xs, members))))
-    return s, got
+def _island_sums(params: SessionParams) -> tuple[Session, list[bool]]:
+    """IslandRouting on ``params``: for each island, whether its partial sum was recovered."""
+    h, order, n = params.graph.k // 2, params.graph.ring_order(), params.n
+    islands = [[order[p] for p in range(q * (4 * h + 2) + h + 1, (q + 1) * (4 * h + 2))]
+               for q in range(n // (4 * h + 2))]
+    return _recovered_sums(params, IslandRouting, islands, seed=11)
 
 
 @pytest.mark.parametrize("delta", [0.05, 0.25])
@@ -635,8 +608,8 @@ def test_the_island_split_unmasks_every_island_exactly_where_the_rule_refuses(de
     n = 20
     ok = SessionParams.create(n, D, M, seed=3, **{**OPTS, "consistency_view": "full", "dropout_fraction": delta})
     assert ok.threshold == K // 2 + 2 and ok.min_survivors > n // 2
-    s, got = _island_sums(dataclasses.replace(ok, threshold=K // 2 + 1), n)
+    s, got = _island_sums(dataclasses.replace(ok, threshold=K // 2 + 1))
     assert got == [True, True]
     assert _both_types_released(s) == []  # only b shares
-    s, got = _island_sums(ok, n)
+    s, got = _island_sums(ok)
     assert got == [False, False]
