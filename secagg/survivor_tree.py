@@ -78,13 +78,18 @@ def _node_hash(session: bytes, left: bytes, right: bytes) -> bytes:
     return _h(_NODE_DOMAIN, session, left, right)
 
 
+def _leaves_and_depth(n: int) -> tuple[int, int]:
+    """Leaves holding ``n`` positions, and the depth of the tree padded to a power of two."""
+    m = -(-n // LEAF_BITS)
+    return m, (math.ceil(math.log2(m)) if m > 1 else 0)
+
+
 def tree_shape(n: int, k: int) -> tuple[int, int, int]:
     """``(m, depth, c)``: leaves holding the ``n`` positions, tree depth (``P = 2^depth >= m`` leaves
     after padding) and leaves per client window (:func:`window_leaves`)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInput(f"n must be an int >= 1, got {n!r}")
-    m = -(-n // LEAF_BITS)
-    depth = max(0, math.ceil(math.log2(m))) if m > 1 else 0
+    m, depth = _leaves_and_depth(n)
     c = m if 2 * k + 1 >= n else min(m, 3 + -(-(2 * k - 1) // LEAF_BITS))
     return m, depth, c
 
@@ -151,8 +156,7 @@ def root_from_proof(session: bytes, n: int, indices: Sequence[int], leaves: Sequ
                     paths: Sequence[Sequence[bytes]]) -> bytes:
     """The root every ``(index, leaf, path)`` leads to; :class:`ProtocolViolation` if they disagree, a
     path has the wrong length or the last leaf's bits past ``n`` are set."""
-    m = -(-n // LEAF_BITS)
-    depth = max(0, math.ceil(math.log2(m))) if m > 1 else 0
+    m, depth = _leaves_and_depth(n)
     if not (len(indices) == len(leaves) == len(paths)) or not indices:
         raise ProtocolViolation("survivor proof: leaves, paths and expected leaves do not match")
     root = None
